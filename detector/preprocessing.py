@@ -1,0 +1,171 @@
+"""The one preprocessing implementation: bytes or a file in, a normalised CHW float32 array out.
+
+Training, export, the TorchServe handler and the web app all call this module, so the model sees
+the same pixels at training and at serving time (train/serve skew is a bug).  It uses Pillow and
+NumPy only, never torch, so torch-free serving paths can import it.
+
+The pipeline is split in two steps because training augments the decoded image in between:
+
+1. :func:`load_image` -- decode (with JPEG draft mode), refuse oversized images before decoding
+   their pixels, apply the EXIF orientation, convert to RGB.
+2. :func:`image_to_array` -- resize to ``input_size`` x ``input_size`` and normalise with the
+   mean/std recorded in the checkpoint.
+
+:func:`preprocess` runs both.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: Default cap on width x height, checked from the header before any pixel is decoded.
+#: 64 megapixels admits every camera photo in common use (a 61 MP full-frame sensor) and
+#: refuses decompression bombs whose tiny files declare enormous dimensions.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+_RESAMPLERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+ImageSource = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO
+
+
+class ImageDecodeError(ValueError):
+    """The input cannot be turned into a model input.
+
+    ``reason`` is a stable machine-readable code (``empty``, ``not_an_image``, ``truncated``,
+    ``too_large``) so that servers can map it to a status code; ``str(error)`` is a sentence
+    fit to show a user.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The parameters of :func:`image_to_array`, stored in every checkpoint and read back from it."""
+
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resample: str = "bilinear"
+    _scale: np.ndarray = field(init=False, repr=False, compare=False)
+    _offset: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.resample not in _RESAMPLERS:
+            raise ValueError(f"resample must be one of {sorted(_RESAMPLERS)}, not {self.resample!r}")
+        if self.input_size < 8:
+            raise ValueError(f"input_size must be at least 8, not {self.input_size}")
+        # (x / 255 - mean) / std == x * scale + offset: one fused multiply-add per pixel.
+        std = np.asarray(self.std, dtype=np.float32)
+        object.__setattr__(self, "_scale", (1.0 / (255.0 * std)).astype(np.float32))
+        object.__setattr__(self, "_offset", (-np.asarray(self.mean, dtype=np.float32) / std).astype(np.float32))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, so checkpoints stay loadable with ``weights_only=True``."""
+        data = asdict(self)
+        data.pop("_scale", None)
+        data.pop("_offset", None)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        return cls(
+            input_size=int(data["input_size"]),
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+            resample=str(data.get("resample", "bilinear")),
+        )
+
+
+def _open(source: ImageSource) -> Image.Image:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageDecodeError("empty", "the file is empty")
+        return Image.open(io.BytesIO(bytes(source)))
+    if isinstance(source, (str, os.PathLike)):
+        if Path(source).stat().st_size == 0:
+            raise ImageDecodeError("empty", "the file is empty")
+        return Image.open(source)
+    return Image.open(source)
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    draft_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Decode an image, upright and in RGB.
+
+    ``draft_size`` lets JPEG decoding skip detail that the later resize would throw away (Pillow's
+    draft mode decodes at 1/2, 1/4 or 1/8 scale, never below ``draft_size`` on either side).
+    ``max_pixels`` is checked against the header, before the pixels are decoded, so a
+    decompression bomb costs nothing.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels check below replaces Pillow's global bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = _open(source)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    "too_large",
+                    f"the image is {width}x{height} pixels, more than the limit of {max_pixels:,}",
+                )
+            if width < 1 or height < 1:
+                raise ImageDecodeError("not_an_image", "the image has no pixels")
+            if draft_size is not None and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return image if image.mode == "RGB" else image.convert("RGB")
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not_an_image", "the file is not an image in a supported format") from None
+    except Image.DecompressionBombError as error:
+        raise ImageDecodeError("too_large", str(error)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError/EOFError.
+        raise ImageDecodeError("truncated", f"the image data is truncated or corrupt ({error})") from None
+
+
+def image_to_array(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """Resize an RGB image to the model's input size and normalise it: float32, shape (3, H, W)."""
+    size = (config.input_size, config.input_size)
+    if image.size != size:
+        image = image.resize(size, resample=_RESAMPLERS[config.resample])
+    pixels = np.asarray(image, dtype=np.float32)
+    normalised = pixels * config._scale + config._offset
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+
+def preprocess(
+    source: ImageSource,
+    config: PreprocessConfig,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Bytes, a path or a file object in; the model's input for one image out."""
+    return image_to_array(load_image(source, draft_size=config.input_size, max_pixels=max_pixels), config)

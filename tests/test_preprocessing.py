@@ -1,0 +1,101 @@
+"""The one preprocessing implementation: same input, same tensor, whoever calls it; clear errors otherwise."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_image
+from PIL import Image
+
+from detector.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageDecodeError,
+    PreprocessConfig,
+    load_image,
+    preprocess,
+)
+from training.data import ImageDataset, Sample
+
+CONFIG = PreprocessConfig()
+
+
+def _png_bytes(image: Image.Image, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **save_args)
+    return buffer.getvalue()
+
+
+def test_output_is_normalised_chw_float32() -> None:
+    gray = Image.new("RGB", (300, 200), (128, 64, 200))
+    array = preprocess(_png_bytes(gray), CONFIG)
+    assert array.shape == (3, 224, 224) and array.dtype == np.float32
+    expected = (np.array([128, 64, 200]) / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(array.mean(axis=(1, 2)), expected, rtol=1e-5)
+
+
+def test_same_tensor_from_bytes_path_file_and_training_dataset(tmp_path: Path) -> None:
+    for suffix in (".jpg", ".png"):
+        path = tmp_path / f"photo{suffix}"
+        make_image("real", 7, (640, 480)).save(path)
+        data = path.read_bytes()
+        from_bytes = preprocess(data, CONFIG)
+        from_path = preprocess(path, CONFIG)
+        with path.open("rb") as handle:
+            from_file = preprocess(handle, CONFIG)
+        from_dataset, target = ImageDataset([Sample(path, "real")], CONFIG)[0]
+        assert target == 1
+        for other in (from_path, from_file, from_dataset):
+            np.testing.assert_array_equal(from_bytes, other)
+
+
+def test_exif_orientation_is_applied() -> None:
+    upright = make_image("ai", 3, (120, 80))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a rotated camera wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    tagged = _png_bytes(stored, exif=exif)
+    assert load_image(tagged).size == (120, 80)
+    np.testing.assert_array_equal(preprocess(tagged, CONFIG), preprocess(_png_bytes(upright), CONFIG))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK"])
+def test_any_mode_becomes_three_channels(mode: str) -> None:
+    image = make_image("real", 1).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG" if mode == "CMYK" else "PNG")
+    assert preprocess(buffer.getvalue(), CONFIG).shape == (3, 224, 224)
+
+
+def test_input_size_and_stats_come_from_the_config() -> None:
+    config = PreprocessConfig(input_size=96, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    white = _png_bytes(Image.new("RGB", (50, 40), (255, 255, 255)))
+    array = preprocess(white, config)
+    assert array.shape == (3, 96, 96)
+    np.testing.assert_allclose(array, 1.0, rtol=1e-6)
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+
+
+def test_errors_have_reasons() -> None:
+    jpeg = io.BytesIO()
+    make_image("real", 2, (400, 300)).save(jpeg, format="JPEG")
+    cases = {
+        "empty": b"",
+        "not_an_image": b"<html><body>hello</body></html>",
+        "truncated": jpeg.getvalue()[: len(jpeg.getvalue()) // 2],
+    }
+    for reason, data in cases.items():
+        with pytest.raises(ImageDecodeError) as caught:
+            preprocess(data, CONFIG)
+        assert caught.value.reason == reason, (reason, str(caught.value))
+
+
+def test_oversized_image_refused_from_its_header() -> None:
+    data = _png_bytes(Image.new("L", (2000, 1500)))
+    with pytest.raises(ImageDecodeError) as caught:
+        preprocess(data, CONFIG, max_pixels=1_000_000)
+    assert caught.value.reason == "too_large"
+    assert "2000x1500" in str(caught.value)

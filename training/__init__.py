@@ -1,0 +1,1 @@
+"""Training, tuning, calibration and evaluation of the detector."""

@@ -1,0 +1,96 @@
+"""Image-level augmentations for training and perturbations for robustness evaluation.
+
+Both act on the decoded PIL image, between the core's ``load_image`` and ``image_to_array``, so
+they never bypass the shared preprocessing.  JPEG re-compression and down-scaling matter most
+here: images found in the wild have been re-encoded and resized, which wipes out much of the
+high-frequency evidence a detector can latch onto, so training must see such copies too.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Callable
+from functools import partial
+
+from PIL import Image, ImageFilter
+from torchvision.transforms import v2
+
+PilTransform = Callable[[Image.Image], Image.Image]
+
+
+def jpeg_recompress(image: Image.Image, quality: int) -> Image.Image:
+    """Encode as JPEG at ``quality`` and decode again."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def downscale(image: Image.Image, factor: float) -> Image.Image:
+    """Shrink by ``factor`` (0 < factor <= 1), as a re-upload at lower resolution would."""
+    width, height = image.size
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return image.resize(size, resample=Image.Resampling.BICUBIC)
+
+
+def center_crop(image: Image.Image, fraction: float) -> Image.Image:
+    """Keep the central ``fraction`` of each side."""
+    width, height = image.size
+    crop_w, crop_h = max(1, round(width * fraction)), max(1, round(height * fraction))
+    left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    return image.crop((left, top, left + crop_w, top + crop_h))
+
+
+def blur(image: Image.Image, radius: float) -> Image.Image:
+    return image.filter(ImageFilter.GaussianBlur(radius))
+
+
+class RandomJpeg:
+    """With probability ``p``, re-compress at a quality drawn from ``quality_range``."""
+
+    def __init__(self, p: float = 0.5, quality_range: tuple[int, int] = (50, 95)) -> None:
+        self.p, self.quality_range = p, quality_range
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return image
+        return jpeg_recompress(image, random.randint(*self.quality_range))
+
+
+class RandomDownscale:
+    """With probability ``p``, shrink by a factor drawn from ``factor_range``."""
+
+    def __init__(self, p: float = 0.3, factor_range: tuple[float, float] = (0.4, 0.9)) -> None:
+        self.p, self.factor_range = p, factor_range
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return image
+        return downscale(image, random.uniform(*self.factor_range))
+
+
+def training_augmentation() -> PilTransform:
+    """The training-time augmentation: geometric and colour changes, then re-encoding damage."""
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.RandomRotation(degrees=10)], p=0.3),
+            v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)], p=0.5),
+            RandomDownscale(),
+            RandomJpeg(),
+        ]
+    )
+
+
+#: name -> transform, for ``evaluate --perturb``; "clean" is the untouched baseline.
+#: (``partial`` rather than lambdas: DataLoader workers may need to pickle them.)
+PERTURBATIONS: dict[str, PilTransform | None] = {
+    "clean": None,
+    "jpeg_q90": partial(jpeg_recompress, quality=90),
+    "jpeg_q75": partial(jpeg_recompress, quality=75),
+    "jpeg_q50": partial(jpeg_recompress, quality=50),
+    "downscale_0.5x": partial(downscale, factor=0.5),
+    "center_crop_0.5": partial(center_crop, fraction=0.5),
+    "gaussian_blur_r1.5": partial(blur, radius=1.5),
+}

@@ -1,0 +1,188 @@
+"""Finding the images, splitting them, and feeding them to the model through the core's preprocessing.
+
+Accepted layouts:
+
+* ``data/ai/*``, ``data/real/*``: split here, stratified and seeded;
+* ``data/train/{ai,real}/*``, ``data/val/...``, ``data/test/...``: the given split is kept;
+* a CSV manifest with columns ``path,label`` (and optionally ``split``), paths relative to it.
+
+The split used is written to the run folder as ``split.csv`` so that evaluation, and anyone
+re-running it, sees exactly the same images.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset, default_collate
+
+from detector.labels import CLASSES, class_index
+from detector.preprocessing import ImageDecodeError, PreprocessConfig, image_to_array, load_image
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str
+    split: str | None = None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def discover(source: Path) -> list[Sample]:
+    """List the labelled images of a folder or CSV manifest, in a stable (sorted) order."""
+    source = Path(source)
+    if source.is_file():
+        return read_manifest(source)
+    if not source.is_dir():
+        raise FileNotFoundError(f"no data folder or manifest at {source}")
+    presplit = [name for name in SPLITS if (source / name).is_dir()]
+    if presplit:
+        missing = sorted(set(SPLITS) - set(presplit))
+        if missing:
+            raise ValueError(f"{source} has {presplit} but not {missing}: give all of train/ val/ test/ or none")
+        roots = [(source / split, split) for split in SPLITS]
+    else:
+        roots = [(source, None)]
+    samples: list[Sample] = []
+    for root, split in roots:
+        for label in CLASSES:
+            samples += [Sample(path, label, split) for path in _images_in(root / label)]
+    if not samples:
+        raise ValueError(f"no images found under {source}; expected subfolders {list(CLASSES)}")
+    return samples
+
+
+def read_manifest(manifest: Path) -> list[Sample]:
+    """Read ``path,label[,split]`` rows; relative paths are taken from the manifest's folder."""
+    samples = []
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
+            raise ValueError(f"{manifest} must have a header with columns path,label")
+        for line, row in enumerate(reader, start=2):
+            class_index(row["label"])  # validates the label
+            path = Path(row["path"])
+            split = row.get("split") or None
+            if split is not None and split not in SPLITS:
+                raise ValueError(f"{manifest}:{line}: split must be one of {SPLITS}, not {split!r}")
+            samples.append(Sample(path if path.is_absolute() else manifest.parent / path, row["label"], split))
+    return sorted(samples, key=lambda s: str(s.path))
+
+
+def write_manifest(samples: Iterable[Sample], destination: Path) -> None:
+    with destination.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        for sample in samples:
+            writer.writerow([str(sample.path.resolve()), sample.label, sample.split or ""])
+
+
+def split_samples(samples: Sequence[Sample], val_fraction: float, test_fraction: float, seed: int) -> list[Sample]:
+    """Assign train/val/test, stratified by label and reproducible for a seed; keeps a given split."""
+    if all(s.split is not None for s in samples):
+        return list(samples)
+    ordered = sorted(samples, key=lambda s: str(s.path))
+    labels = [s.label for s in ordered]
+    counts = Counter(labels)
+    if min(counts.values()) < 3 or len(counts) < 2:
+        raise ValueError(f"need at least 3 images of each class to split, found {dict(counts)}")
+    indices = np.arange(len(ordered))
+    rest, test = train_test_split(indices, test_size=test_fraction, stratify=labels, random_state=seed)
+    train, val = train_test_split(
+        rest,
+        test_size=val_fraction / (1 - test_fraction),
+        stratify=[labels[i] for i in rest],
+        random_state=seed,
+    )
+    split_of = {int(i): name for name, part in (("train", train), ("val", val), ("test", test)) for i in part}
+    return [Sample(s.path, s.label, split_of[i]) for i, s in enumerate(ordered)]
+
+
+def fingerprint(samples: Iterable[Sample]) -> str:
+    """SHA-256 over each image's path (relative to the common folder), label, split, size and bytes' hash.
+
+    It identifies the exact data a model saw; hashing the bytes costs one read of the data set,
+    which is small next to one training epoch.
+    """
+    samples = sorted(samples, key=lambda s: str(s.path))
+    paths = [s.path.resolve() for s in samples]
+    common = Path(os.path.commonpath(paths)) if paths else Path()
+    digest = hashlib.sha256()
+    for sample, path in zip(samples, paths, strict=True):
+        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+        digest.update(f"{path.relative_to(common)}\t{sample.label}\t{sample.split}\t{content}\n".encode())
+    return digest.hexdigest()
+
+
+def check_readable(samples: Sequence[Sample]) -> tuple[list[Sample], list[dict[str, str]]]:
+    """Keep the samples whose header Pillow can read; report the others instead of failing on them."""
+    good, skipped = [], []
+    for sample in samples:
+        try:
+            with Image.open(sample.path) as image:
+                image.size  # noqa: B018 - reading the header is the check
+            good.append(sample)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is skipped and reported
+            skipped.append(
+                {"path": str(sample.path), "label": sample.label, "error": f"{type(error).__name__}: {error}"}
+            )
+    for entry in skipped:
+        log.warning("skipping unreadable image %s (%s)", entry["path"], entry["error"])
+    return good, skipped
+
+
+Augmentation = Callable[[Image.Image], Image.Image]
+
+
+class ImageDataset(Dataset):
+    """Samples through the core's preprocessing; an image that fails to decode yields ``None``.
+
+    :func:`collate_skipping_bad` drops those ``None`` items, so one corrupt file costs one
+    image, not the run.
+    """
+
+    def __init__(self, samples: Sequence[Sample], config: PreprocessConfig, augment: Augmentation | None = None):
+        self.samples = list(samples)
+        self.config = config
+        self.augment = augment
+        self.targets = [class_index(s.label) for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int] | None:
+        sample = self.samples[index]
+        try:
+            image = load_image(sample.path, draft_size=self.config.input_size)
+        except (ImageDecodeError, OSError) as error:
+            log.warning("skipping %s: %s", sample.path, error)
+            return None
+        if self.augment is not None:
+            image = self.augment(image)
+        return image_to_array(image, self.config), self.targets[index]
+
+
+def collate_skipping_bad(batch: list[tuple[np.ndarray, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    good = [item for item in batch if item is not None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return default_collate(good)

@@ -1,0 +1,142 @@
+"""The loops: one training epoch, and logits for a list of samples.  Device handling lives here too."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from detector.preprocessing import PreprocessConfig
+from training.data import Augmentation, ImageDataset, Sample, collate_skipping_bad
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` means the GPU when there is one; asking for ``cuda`` without one is an error."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_loader(
+    samples: Sequence[Sample],
+    config: PreprocessConfig,
+    *,
+    batch_size: int,
+    workers: int,
+    shuffle: bool,
+    augment: Augmentation | None = None,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> DataLoader:
+    return DataLoader(
+        ImageDataset(samples, config, augment),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate_skipping_bad,
+        pin_memory=device is not None and device.type == "cuda",
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        # each worker gets its own seed, so random augmentations differ across workers and epochs
+        worker_init_fn=_seed_worker if workers else None,
+    )
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    accuracy: float
+    images: int
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    scaler: torch.amp.GradScaler,
+    *,
+    description: str = "train",
+    max_batches: int | None = None,
+) -> EpochResult:
+    """One pass over ``loader`` with cross-entropy and mixed precision on CUDA."""
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=description, unit="batch", leave=False, dynamic_ncols=True)
+    for step, (images, targets) in enumerate(bar):
+        if max_batches is not None and step >= max_batches:
+            break
+        if len(targets) == 0:
+            continue
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            logits = model(images)
+            loss = criterion(logits, targets)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    if seen == 0:
+        raise RuntimeError("no training image could be decoded in this epoch")
+    return EpochResult(total_loss / seen, correct / seen, seen)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    description: str = "predict",
+    max_batches: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and integer targets for every decodable image of ``loader``, in order."""
+    model.eval()
+    all_logits, all_targets = [], []
+    for step, (images, targets) in enumerate(tqdm(loader, desc=description, unit="batch", leave=False)):
+        if max_batches is not None and step >= max_batches:
+            break
+        if len(targets) == 0:
+            continue
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            logits = model(images)
+        all_logits.append(logits.float().cpu().numpy())
+        all_targets.append(targets.numpy())
+    if not all_logits:
+        return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(all_logits), np.concatenate(all_targets)
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean cross-entropy of precomputed logits (validation loss without a second pass)."""
+    if len(targets) == 0:
+        return float("nan")
+    return float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(targets)).item())

@@ -1,0 +1,147 @@
+"""Calibrate a trained run and measure it: ``python -m training.evaluate --run runs/NAME`` (``make evaluate``).
+
+1. Temperature fitted on the validation split, so the reported confidence means what it says.
+2. Decision threshold on P(ai) chosen on the validation split for a target false-positive rate on
+   real photos (default 2 %): calling a real photo fake is the costly mistake for a newsroom.
+3. On the test split: ``metrics.json``, ``report.txt`` and PNG plots (confusion matrix, ROC curve,
+   reliability diagram).
+4. ``--perturb``: the test split again under JPEG re-compression, down-scaling, crop and blur,
+   written as ``perturbations.json`` and ``perturbations.txt``.
+5. ``model.pt`` in the run folder: ``best.pt`` with the temperature, threshold and test metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic_settings import CliApp
+
+from detector.calibration import calibrated_probabilities
+from detector.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from detector.labels import AI, class_index
+from training.augment import PERTURBATIONS
+from training.calibrate import fit_temperature, threshold_for_fpr
+from training.config import EvaluateSettings
+from training.data import read_manifest
+from training.engine import make_loader, predict_logits, resolve_device
+from training.logs import setup_logging
+from training.metrics import compute_metrics, format_report
+from training.plots import save_plots
+
+log = logging.getLogger("training.evaluate")
+
+#: the headline numbers copied into the checkpoint's metadata
+SUMMARY_KEYS = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece")
+
+
+def _run_dir(path: Path) -> Path:
+    run_dir = path.parent if path.is_file() else path
+    if not (run_dir / "best.pt").is_file() or not (run_dir / "split.csv").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a finished run folder (needs best.pt and split.csv)")
+    return run_dir
+
+
+def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
+    """Calibrate ``best.pt`` of a run, evaluate it on the test split, write reports and ``model.pt``."""
+    run_dir = _run_dir(settings.run)
+    output = settings.output or run_dir / "evaluation"
+    output.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(settings.device)
+    checkpoint = load_checkpoint(run_dir / "best.pt")
+    meta = checkpoint.metadata
+    model = model_from_checkpoint(checkpoint).to(device)
+    samples = read_manifest(run_dir / "split.csv")
+    preprocess = meta.preprocess_config
+
+    def logits_of(split: str, perturbation: str = "clean") -> tuple[np.ndarray, np.ndarray]:
+        subset = [s for s in samples if s.split == split]
+        loader = make_loader(
+            subset,
+            preprocess,
+            batch_size=settings.batch_size,
+            workers=settings.workers,
+            shuffle=False,
+            augment=PERTURBATIONS[perturbation],
+            device=device,
+        )
+        return predict_logits(model, loader, device, description=f"{split} {perturbation}")
+
+    val_logits, val_targets = logits_of("val")
+    temperature = fit_temperature(val_logits, val_targets)
+    ai = class_index(AI, meta.classes)
+    val_probabilities = calibrated_probabilities(val_logits, temperature)
+    threshold = threshold_for_fpr(val_probabilities[:, ai], val_targets, settings.target_fpr, ai_index=ai)
+    log.info(
+        "calibration on %d validation images: temperature %.3f, threshold %.3f",
+        len(val_targets),
+        temperature,
+        threshold,
+    )
+
+    test_logits, test_targets = logits_of("test")
+    probabilities = calibrated_probabilities(test_logits, temperature)
+    metrics = compute_metrics(test_targets, probabilities, threshold, meta.classes)
+    metrics["uncalibrated_ece"] = compute_metrics(
+        test_targets, calibrated_probabilities(test_logits, 1.0), threshold, meta.classes
+    )["ece"]
+    metrics.update(
+        temperature=temperature,
+        target_fpr=settings.target_fpr,
+        model_version=meta.version,
+        data_fingerprint=meta.data_fingerprint,
+    )
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    report = format_report(metrics, title=f"Test split of {run_dir.name} (model {meta.version})")
+    report += (
+        f"\ntemperature {temperature:.4f}  threshold on P(ai) {threshold:.4f}"
+        f" (target FPR on real photos {settings.target_fpr:.1%})\n"
+    )
+    (output / "report.txt").write_text(report)
+    save_plots(test_targets, probabilities, threshold, meta.classes, output)
+    print(report)
+
+    if settings.perturb:
+        table = {}
+        for name in PERTURBATIONS:
+            logits, targets = (test_logits, test_targets) if name == "clean" else logits_of("test", name)
+            result = compute_metrics(targets, calibrated_probabilities(logits, temperature), threshold, meta.classes)
+            table[name] = {key: result[key] for key in ("n", "accuracy", "recall", "roc_auc")}
+        (output / "perturbations.json").write_text(json.dumps(table, indent=2))
+        text = _perturbation_table(table)
+        (output / "perturbations.txt").write_text(text)
+        print(text)
+        metrics["perturbations"] = table
+
+    meta.temperature, meta.threshold = temperature, threshold
+    meta.test_metrics = {key: metrics[key] for key in SUMMARY_KEYS}
+    save_checkpoint(run_dir / "model.pt", checkpoint)
+    log.info("calibrated model written to %s; reports in %s", run_dir / "model.pt", output)
+    return metrics
+
+
+def _perturbation_table(table: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'perturbation':<22}{'n':>6}{'accuracy':>10}{'ai recall':>11}{'ROC-AUC':>9}"]
+    for name, row in table.items():
+        auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}"
+        lines.append(f"{name:<22}{row['n']:>6}{row['accuracy']:>10.3f}{row['recall']:>11.3f}{auc:>9}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = CliApp.run(EvaluateSettings, cli_args=argv)
+    setup_logging()
+    try:
+        evaluate_run(settings)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Fine-tune the detector on a folder of images: ``python -m training.train --data DIR`` (or ``make train``).
+
+A run folder (``runs/<name>/``) receives the settings, the split, a log of each epoch, the best
+checkpoint (``best.pt``, lowest validation loss), the last one (``last.pt``, with the optimizer
+state so ``--resume`` continues where it stopped) and, after calibration and evaluation, the
+final ``model.pt`` with its temperature, threshold and test metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from pydantic_settings import CliApp
+
+from detector.checkpoint import Checkpoint, CheckpointMetadata, load_checkpoint, save_checkpoint
+from detector.model import MissingWeightsError, build_model
+from detector.preprocessing import PreprocessConfig
+from training.augment import training_augmentation
+from training.config import EvaluateSettings, TrainSettings
+from training.data import check_readable, discover, fingerprint, read_manifest, split_samples, write_manifest
+from training.engine import (
+    cross_entropy,
+    make_loader,
+    predict_logits,
+    resolve_device,
+    seed_everything,
+    train_one_epoch,
+)
+from training.logs import setup_logging
+
+log = logging.getLogger("training")
+
+#: called after each epoch with (epoch, validation loss); tuning uses it to report and prune
+EpochCallback = Callable[[int, float], None]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_val_loss: float
+    epochs_run: int
+    best_checkpoint: Path
+
+
+def _run_dir(settings: TrainSettings) -> Path:
+    if settings.resume is not None:
+        return settings.resume.parent if settings.resume.is_file() else settings.resume
+    name = settings.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    return settings.output_dir / name
+
+
+def _resumed_settings(settings: TrainSettings, run_dir: Path) -> TrainSettings:
+    """The run's saved settings, with what this invocation set explicitly (e.g. more ``--epochs``) on top."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    explicit = {name: getattr(settings, name) for name in settings.model_fields_set}
+    return TrainSettings(**{**saved, **explicit})
+
+
+def train(settings: TrainSettings, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+    """Train as ``settings`` say; return where the run went and how good its best epoch was."""
+    run_dir = _run_dir(settings)
+    if settings.resume is not None:
+        if not (run_dir / "config.json").is_file():
+            raise FileNotFoundError(f"cannot resume: {run_dir} is not a run folder (no config.json)")
+        settings = _resumed_settings(settings, run_dir)
+    elif settings.data is None:
+        raise ValueError("--data is required (a folder with ai/ and real/, or a CSV manifest)")
+    seed_everything(settings.seed)
+    # the model before the data: a missing weights file fails before any image is read
+    model, pretrained_from = build_model(
+        settings.architecture, dropout=settings.dropout, pretrained=settings.pretrained, weights=settings.weights
+    )
+    if settings.resume is not None:
+        samples = read_manifest(run_dir / "split.csv")
+    else:
+        samples = split_samples(discover(settings.data), settings.val_fraction, settings.test_fraction, settings.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir)
+    device = resolve_device(settings.device)
+    preprocess = PreprocessConfig(input_size=settings.input_size)
+
+    samples, skipped = check_readable(samples)
+    write_manifest(samples, run_dir / "split.csv")
+    (run_dir / "skipped.json").write_text(json.dumps(skipped, indent=2))
+    (run_dir / "config.json").write_text(settings.model_dump_json(indent=2))
+    by_split = {name: [s for s in samples if s.split == name] for name in ("train", "val", "test")}
+    log.info(
+        "run %s on %s: %s images (train %d, val %d, test %d), %d skipped",
+        run_dir,
+        device,
+        len(samples),
+        *(len(v) for v in by_split.values()),
+        len(skipped),
+    )
+    if not by_split["train"] or not by_split["val"]:
+        raise ValueError("the split has no training or no validation images")
+
+    model = model.to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    metadata = CheckpointMetadata(
+        architecture=settings.architecture,
+        dropout=settings.dropout,
+        pretrained_weights=pretrained_from,
+        preprocessing=preprocess.to_dict(),
+        training_config=json.loads(settings.model_dump_json()),
+        data_fingerprint=fingerprint(samples),
+        version=settings.model_version or f"{settings.architecture}-{run_dir.name}",
+    )
+
+    state = {"epoch": 0, "best_val_loss": math.inf, "stale_epochs": 0, "history": []}
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if settings.resume is not None:
+        state = _resume(last_path, model, optimizer)
+        log.info("resumed from %s at epoch %d", last_path, state["epoch"])
+
+    loader_args = dict(batch_size=settings.batch_size, workers=settings.workers, seed=settings.seed, device=device)
+    train_loader = make_loader(
+        by_split["train"],
+        preprocess,
+        shuffle=True,
+        augment=training_augmentation() if settings.augment else None,
+        **loader_args,
+    )
+    val_loader = make_loader(by_split["val"], preprocess, shuffle=False, **loader_args)
+
+    while state["epoch"] < settings.epochs and state["stale_epochs"] < settings.patience:
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        fit = train_one_epoch(
+            model,
+            train_loader,
+            optimizer,
+            device,
+            scaler,
+            description=f"epoch {epoch}/{settings.epochs}",
+            max_batches=settings.max_batches,
+        )
+        logits, targets = predict_logits(
+            model, val_loader, device, description="validate", max_batches=settings.max_batches
+        )
+        val_loss = cross_entropy(logits, targets)
+        val_accuracy = float((logits.argmax(1) == targets).mean()) if len(targets) else float("nan")
+        record = {
+            "epoch": epoch,
+            "train_loss": fit.loss,
+            "train_accuracy": fit.accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        state["history"].append(record)
+        with (run_dir / "history.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        improved = val_loss < state["best_val_loss"]
+        log.info(
+            "epoch %d: train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1fs%s",
+            epoch,
+            fit.loss,
+            fit.accuracy,
+            val_loss,
+            val_accuracy,
+            record["seconds"],
+            " (best)" if improved else "",
+        )
+        state["epoch"] = epoch
+        state["best_val_loss"] = min(state["best_val_loss"], val_loss)
+        state["stale_epochs"] = 0 if improved else state["stale_epochs"] + 1
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        if improved:
+            save_checkpoint(best_path, Checkpoint(weights, metadata))
+        save_checkpoint(last_path, Checkpoint(weights, metadata, {**state, "optimizer": optimizer.state_dict()}))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, val_loss)
+    if state["stale_epochs"] >= settings.patience:
+        log.info("early stop: validation loss did not improve for %d epochs", settings.patience)
+
+    result = TrainResult(run_dir, state["best_val_loss"], state["epoch"], best_path)
+    if settings.evaluate:
+        from training.evaluate import evaluate_run
+
+        evaluate_run(
+            EvaluateSettings(
+                run=run_dir,
+                target_fpr=settings.target_fpr,
+                batch_size=settings.batch_size,
+                workers=settings.workers,
+                device=settings.device,
+            )
+        )
+    return result
+
+
+def _resume(last_path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    if not last_path.is_file():
+        raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
+    checkpoint = load_checkpoint(last_path)
+    if checkpoint.training_state is None:
+        raise ValueError(f"cannot resume: {last_path} holds no training state")
+    model.load_state_dict(checkpoint.state_dict)
+    state = dict(checkpoint.training_state)
+    optimizer.load_state_dict(state.pop("optimizer"))
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = CliApp.run(TrainSettings, cli_args=argv)
+    try:
+        result = train(settings)
+    except (MissingWeightsError, FileNotFoundError, ValueError) as error:
+        logging.getLogger("training").error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"run folder: {result.run_dir}  best validation loss: {result.best_val_loss:.4f}  epochs: {result.epochs_run}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
