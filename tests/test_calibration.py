@@ -1,0 +1,65 @@
+"""Temperature scaling and the false-positive-rate threshold, on models whose truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detector.calibration import calibrated_probabilities, decide
+from training.calibrate import fit_temperature, threshold_for_fpr
+from training.metrics import expected_calibration_error
+
+AI, REAL = 0, 1
+
+
+def _model(over_confidence: float, n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a model whose true P(ai) is known; ``over_confidence`` > 1 scales its logits up.
+
+    Labels are drawn from the true probabilities, so at ``over_confidence == 1`` the model is
+    calibrated by construction and larger values make it claim more certainty than it has.
+    """
+    rng = np.random.default_rng(seed)
+    log_odds = rng.normal(0.0, 1.5, n)  # log P(ai) / P(real)
+    p_ai = 1 / (1 + np.exp(-log_odds))
+    labels = np.where(rng.random(n) < p_ai, AI, REAL)
+    logits = np.stack([log_odds / 2, -log_odds / 2], axis=1) * over_confidence
+    return logits, labels
+
+
+def test_calibration_lowers_the_ece_of_an_over_confident_model() -> None:
+    logits, labels = _model(over_confidence=6.0)
+    val, test = slice(0, 2000), slice(2000, None)
+    temperature = fit_temperature(logits[val], labels[val])
+    assert temperature == pytest.approx(6.0, rel=0.15)
+    before = expected_calibration_error(calibrated_probabilities(logits[test], 1.0), labels[test])
+    after = expected_calibration_error(calibrated_probabilities(logits[test], temperature), labels[test])
+    assert before > 0.1
+    assert after < before / 2
+    # one scalar cannot change which class is likeliest
+    np.testing.assert_array_equal(
+        calibrated_probabilities(logits, 1.0).argmax(1), calibrated_probabilities(logits, temperature).argmax(1)
+    )
+
+
+def test_calibrated_model_keeps_a_temperature_near_one() -> None:
+    logits, labels = _model(over_confidence=1.0)
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, abs=0.15)
+
+
+def test_threshold_meets_the_false_positive_target_and_is_the_lowest_that_does() -> None:
+    logits, labels = _model(over_confidence=1.0, seed=3)
+    p_ai = calibrated_probabilities(logits, 1.0)[:, AI]
+    real = labels == REAL
+    for target in (0.01, 0.02, 0.10):
+        threshold = threshold_for_fpr(p_ai, labels, target)
+        assert np.mean(p_ai[real] >= threshold) <= target
+        lower = np.max(p_ai[p_ai < threshold])  # the next score down
+        assert np.mean(p_ai[real] >= lower) > target
+        # decide() applies the same rule
+        called_ai = [d.label == "ai" for d in decide(np.stack([p_ai, 1 - p_ai], 1), ["ai", "real"], threshold)]
+        np.testing.assert_array_equal(called_ai, p_ai >= threshold)
+
+
+def test_threshold_needs_real_images() -> None:
+    with pytest.raises(ValueError, match="without real images"):
+        threshold_for_fpr(np.array([0.9, 0.8]), np.array([AI, AI]))

@@ -1,0 +1,49 @@
+"""Calibration fitted on the validation split: a temperature for the confidence, a threshold for the decision."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from sklearn.metrics import roc_curve
+
+#: log-temperature search interval: T in [0.05, 20] covers any network worth calibrating
+_LOG_T_BOUNDS = (float(np.log(0.05)), float(np.log(20.0)))
+
+
+def _nll(log_temperature: float, logits: np.ndarray, labels: np.ndarray) -> float:
+    log_probabilities = log_softmax(logits / np.exp(log_temperature), axis=1)
+    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature scaling (Guo et al., 2017): the T > 0 minimising the NLL of softmax(logits / T).
+
+    One scalar cannot change which class is likeliest, only how sure the model claims to be, so
+    it fixes over-confidence without touching accuracy.  Optimised over log T, where the NLL is
+    smooth and T stays positive.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        raise ValueError("cannot fit a temperature on zero validation images")
+    result = minimize_scalar(_nll, bounds=_LOG_T_BOUNDS, args=(logits, labels), method="bounded")
+    return float(np.exp(result.x))
+
+
+def threshold_for_fpr(p_ai: np.ndarray, labels: np.ndarray, target_fpr: float = 0.02, ai_index: int = 0) -> float:
+    """The lowest threshold on P(ai) whose false-positive rate on real images stays within ``target_fpr``.
+
+    An image is called ``ai`` when ``p_ai >= threshold``.  Among admissible thresholds the lowest
+    catches the most AI images.  When even the strictest one exceeds the target, the threshold is
+    put just above the highest real score, so no real image of this split is called ``ai``.
+    """
+    p_ai = np.asarray(p_ai, dtype=np.float64)
+    is_ai = np.asarray(labels) == ai_index
+    if is_ai.all():
+        raise ValueError("cannot choose a threshold for a false-positive rate without real images")
+    fpr, _, thresholds = roc_curve(is_ai, p_ai, drop_intermediate=False)
+    finite = np.isfinite(thresholds) & (fpr <= target_fpr)
+    if finite.any():
+        return float(np.clip(thresholds[finite].min(), 0.0, 1.0))
+    return float(min(np.nextafter(p_ai[~is_ai].max(), np.inf), 1.0))
