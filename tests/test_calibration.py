@@ -63,3 +63,19 @@ def test_threshold_meets_the_false_positive_target_and_is_the_lowest_that_does()
 def test_threshold_needs_real_images() -> None:
     with pytest.raises(ValueError, match="without real images"):
         threshold_for_fpr(np.array([0.9, 0.8]), np.array([AI, AI]))
+
+
+@pytest.mark.filterwarnings("error")
+def test_threshold_without_ai_images_still_meets_the_target() -> None:
+    p_ai = np.linspace(0.0, 0.99, 100)
+    threshold = threshold_for_fpr(p_ai, np.full(100, REAL), target_fpr=0.05)
+    assert np.mean(p_ai >= threshold) == pytest.approx(0.05)
+
+
+def test_threshold_above_every_real_score_when_no_finite_threshold_meets_the_target() -> None:
+    # the real photo at 0.97 scores above every ai image, so with a 0 % target only a threshold
+    # just above 0.97 qualifies (finite and at most 1)
+    p_ai = np.array([0.5, 0.97, 0.9, 0.8])
+    threshold = threshold_for_fpr(p_ai, np.array([REAL, REAL, AI, AI]), target_fpr=0.0)
+    assert 0.97 < threshold <= 1.0 and np.isfinite(threshold)
+    assert threshold_for_fpr(np.array([1.0, 0.9]), np.array([REAL, AI]), target_fpr=0.0) == 1.0

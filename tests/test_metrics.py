@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,15 @@ def test_report_and_plots(tmp_path: Path) -> None:
     assert {p.name for p in written} == {"confusion_matrix.png", "roc_curve.png", "reliability.png"}
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_plain_lists_and_json(tmp_path: Path) -> None:
+    labels, probabilities = _known_case()
+    metrics = compute_metrics(labels.tolist(), probabilities.tolist(), threshold=0.5)
+    assert json.loads(json.dumps(metrics, allow_nan=False)) == metrics
+    assert len(save_plots(labels.tolist(), probabilities.tolist(), 0.5, ["ai", "real"], tmp_path)) == 3
+
+
+def test_empty_split_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="zero images"):
+        compute_metrics(np.array([], dtype=int), np.zeros((0, 2)), threshold=0.5)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_curve
 
 #: log-temperature search interval: T in [0.05, 20] covers any network worth calibrating
@@ -42,7 +45,10 @@ def threshold_for_fpr(p_ai: np.ndarray, labels: np.ndarray, target_fpr: float = 
     is_ai = np.asarray(labels) == ai_index
     if is_ai.all():
         raise ValueError("cannot choose a threshold for a false-positive rate without real images")
-    fpr, _, thresholds = roc_curve(is_ai, p_ai, drop_intermediate=False)
+    with warnings.catch_warnings():
+        # without ai images the TPR is undefined, but the FPR this needs is still well defined
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        fpr, _, thresholds = roc_curve(is_ai, p_ai, drop_intermediate=False)
     finite = np.isfinite(thresholds) & (fpr <= target_fpr)
     if finite.any():
         return float(np.clip(thresholds[finite].min(), 0.0, 1.0))

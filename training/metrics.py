@@ -41,6 +41,9 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """Everything the evaluation reports, with ``ai`` as the positive class and the decision at ``threshold``."""
     labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if len(labels) == 0:
+        raise ValueError("cannot compute metrics on zero images")
     classes = list(classes)
     ai = class_index(AI, classes)
     predicted = np.array([class_index(d.label, classes) for d in decide(probabilities, classes, threshold)])
@@ -52,7 +55,7 @@ def compute_metrics(
     roc_auc = float(roc_auc_score(is_ai, probabilities[:, ai])) if 0 < is_ai.sum() < len(labels) else None
     return {
         "n": int(len(labels)),
-        "accuracy": float(accuracy_score(labels, predicted)) if len(labels) else float("nan"),
+        "accuracy": float(accuracy_score(labels, predicted)),
         "precision": float(precision[0]),
         "recall": float(recall[0]),
         "f1": float(f1[0]),

@@ -26,6 +26,7 @@ def save_plots(
     classes = list(classes)
     ai = class_index(AI, classes)
     labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     predicted = [class_index(d.label, classes) for d in decide(probabilities, classes, threshold)]
     written = []
 
