@@ -19,51 +19,27 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from detector.labels import CLASSES
+from detector.metadata import CheckpointMetadata
 from detector.model import build_model
-from detector.preprocessing import PreprocessConfig
 
 FORMAT = "real-vs-ai-detector/1"
 
-
-@dataclass
-class CheckpointMetadata:
-    """What a checkpoint says about itself, beyond its weights."""
-
-    architecture: str
-    dropout: float
-    pretrained_weights: str | None
-    preprocessing: dict[str, Any] = field(default_factory=lambda: PreprocessConfig().to_dict())
-    classes: list[str] = field(default_factory=lambda: list(CLASSES))
-    #: logits are divided by this before the softmax (fitted on the validation split)
-    temperature: float = 1.0
-    #: an image is called ``ai`` when its calibrated P(ai) >= threshold
-    threshold: float = 0.5
-    training_config: dict[str, Any] = field(default_factory=dict)
-    data_fingerprint: str = ""
-    test_metrics: dict[str, Any] | None = None
-    version: str = ""
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-    @property
-    def preprocess_config(self) -> PreprocessConfig:
-        return PreprocessConfig.from_dict(self.preprocessing)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CheckpointMetadata:
-        known = {name for name in cls.__dataclass_fields__}
-        return cls(**{key: value for key, value in data.items() if key in known})
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "CheckpointMetadata",
+    "load_checkpoint",
+    "load_model",
+    "model_from_checkpoint",
+    "save_checkpoint",
+]
 
 
 @dataclass

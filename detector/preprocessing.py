@@ -34,6 +34,9 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 #: refuses decompression bombs whose tiny files declare enormous dimensions.
 DEFAULT_MAX_PIXELS = 64_000_000
 
+#: file name suffixes of the formats the detector reads when it scans folders
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
 _RESAMPLERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,

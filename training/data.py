@@ -28,12 +28,11 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, default_collate
 
 from detector.labels import CLASSES, class_index
-from detector.preprocessing import ImageDecodeError, PreprocessConfig, image_to_array, load_image
+from detector.preprocessing import IMAGE_SUFFIXES, ImageDecodeError, PreprocessConfig, image_to_array, load_image
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
 @dataclass(frozen=True)

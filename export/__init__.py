@@ -1,0 +1,1 @@
+"""ONNX export of a checkpoint, with a parity check against PyTorch."""

@@ -1,0 +1,152 @@
+"""Export a checkpoint to ONNX and prove it answers like PyTorch: ``python -m export.onnx`` (``make export``).
+
+The ONNX file carries the checkpoint's metadata (classes, input size, mean/std, temperature,
+threshold, version, ...) as metadata properties, so ONNX Runtime consumers need nothing else.
+The batch axis is dynamic.  After writing, a parity check runs both models on real images and
+fails the export when their calibrated probabilities differ by 1e-4 or more.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from pydantic import Field
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+from detector.calibration import calibrated_probabilities
+from detector.checkpoint import load_model
+from detector.metadata import CheckpointMetadata
+from detector.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, OnnxDetector
+from detector.preprocessing import IMAGE_SUFFIXES, ImageDecodeError, preprocess
+
+log = logging.getLogger("export")
+
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportSettings(BaseSettings):
+    """``python -m export.onnx``: checkpoint in, ONNX model out, parity checked."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DETECTOR_EXPORT_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_prog_name="python -m export.onnx",
+    )
+
+    checkpoint: Path = Field(description="a .pt checkpoint, e.g. runs/NAME/model.pt")
+    output: Path = Field(description="where to write the .onnx file")
+    opset: int = Field(18, ge=13, description="ONNX opset version")
+    parity_images: list[Path] = Field(
+        default_factory=list,
+        description="images or folders for the parity check (default: the run's val/test images)",
+    )
+    max_parity_images: int = Field(32, ge=1)
+
+
+def export_onnx(checkpoint: Path, output: Path, opset: int = 18) -> CheckpointMetadata:
+    """Write ``output`` from ``checkpoint`` with a dynamic batch axis and the metadata attached."""
+    model, meta = load_model(checkpoint)
+    size = meta.preprocess_config.input_size
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated upstream but exact for this network and needs no
+        # onnxscript; parity below is the proof either way.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, size, size),),
+            str(output),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    attach_metadata(output, meta)
+    return meta
+
+
+def attach_metadata(path: Path, meta: CheckpointMetadata) -> None:
+    """The full metadata as JSON, plus the headline fields as individual, human-readable properties."""
+    proto = onnx.load(str(path))
+    readable = {
+        METADATA_KEY: meta.to_json(),
+        "classes": ",".join(meta.classes),
+        "input_size": str(meta.preprocess_config.input_size),
+        "mean": ",".join(str(v) for v in meta.preprocess_config.mean),
+        "std": ",".join(str(v) for v in meta.preprocess_config.std),
+        "temperature": repr(meta.temperature),
+        "threshold": repr(meta.threshold),
+        "version": meta.version,
+        "architecture": meta.architecture,
+    }
+    del proto.metadata_props[:]
+    for key, value in readable.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "real-vs-ai-detector"
+    proto.model_version = 1
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def parity_images(checkpoint: Path, given: list[Path], limit: int) -> list[Path]:
+    """The images named (files or folders), else the checkpoint's run's validation and test images."""
+    found: list[Path] = []
+    for item in given:
+        found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir() else [item]
+    split = checkpoint.parent / "split.csv"
+    if not found and split.is_file():
+        with split.open(newline="") as handle:
+            found = [Path(row["path"]) for row in csv.DictReader(handle) if row["split"] in ("val", "test")]
+    return found[:limit]
+
+
+def check_parity(checkpoint: Path, onnx_path: Path, images: list[Path]) -> float:
+    """Largest absolute difference of calibrated probabilities between PyTorch and ONNX Runtime."""
+    if not images:
+        raise ValueError("the parity check needs at least one image (--parity-images)")
+    model, meta = load_model(checkpoint)
+    detector = OnnxDetector(onnx_path)
+    batch = []
+    for path in images:
+        try:
+            batch.append(preprocess(path, meta.preprocess_config))
+        except ImageDecodeError as error:
+            log.warning("parity: skipping %s (%s)", path, error)
+    inputs = np.stack(batch)
+    with torch.inference_mode():
+        reference = calibrated_probabilities(model(torch.from_numpy(inputs)).numpy(), meta.temperature)
+    return float(np.abs(reference - detector.probabilities(inputs)).max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = CliApp.run(ExportSettings, cli_args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        meta = export_onnx(settings.checkpoint, settings.output, settings.opset)
+        images = parity_images(settings.checkpoint, settings.parity_images, settings.max_parity_images)
+        difference = check_parity(settings.checkpoint, settings.output, images)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if difference >= PARITY_TOLERANCE:
+        print(
+            f"error: parity check failed: max |p_torch - p_onnx| = {difference:.2e} >= {PARITY_TOLERANCE}",
+            file=sys.stderr,
+        )
+        settings.output.unlink(missing_ok=True)
+        return 1
+    print(f"wrote {settings.output} (model {meta.version}); parity on {len(images)} images: max diff {difference:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
