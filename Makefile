@@ -9,10 +9,15 @@ STAMP  := $(VENV)/.installed
 # DATA: a folder with ai/ and real/ (or train/ val/ test/), or a CSV manifest. RUN: a run folder.
 DATA   ?= data
 RUN    ?= $(lastword $(sort $(wildcard runs/*/best.pt)))
+# The model `make serve` exports and serves: the default model shipped in the repo once there is one,
+# else the newest calibrated run.
+CHECKPOINT ?= $(or $(wildcard models/default/model.pt),$(shell ls -t runs/*/model.pt 2>/dev/null | head -n 1))
+ONNX_MODEL ?= model_store/detector.onnx
+CHROMIUM   := /usr/bin/chromium
 PARAMS ?=
 ARGS   ?=
 
-.PHONY: help setup train tune evaluate test lint clean
+.PHONY: help setup train tune evaluate export serve test lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,7 +42,20 @@ evaluate: $(STAMP)  ## re-calibrate and evaluate a run: make evaluate [RUN=runs/
 	@test -n "$(RUN)" || { echo "error: no run found under runs/; train first or pass RUN=runs/NAME" >&2; exit 2; }
 	$(BIN)/python -m training.evaluate --run $(RUN) $(ARGS)
 
-test: $(STAMP)  ## run the test suite
+export: $(STAMP)  ## export CHECKPOINT to ONNX_MODEL (model_store/detector.onnx), parity-checked
+	@test -n "$(CHECKPOINT)" || { echo "error: no trained model yet: run make train DATA=path first (or pass CHECKPOINT=...)" >&2; exit 2; }
+	@echo "exporting $(CHECKPOINT)"
+	$(BIN)/python -m export.onnx --checkpoint $(CHECKPOINT) --output $(ONNX_MODEL)
+
+serve: export  ## the web app and upload page on http://127.0.0.1:8000 [ARGS="--host 0.0.0.0 --port 8000"]
+	$(BIN)/python -m serving --model $(ONNX_MODEL) $(ARGS)
+
+# The page tests drive Debian's Chromium (never a downloaded browser).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; \
+	else echo "error: the page tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi
+
+test: $(STAMP) $(CHROMIUM)  ## run the test suite
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)  ## ruff

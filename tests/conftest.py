@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -45,3 +51,77 @@ def write_dataset(root: Path, per_class: int = 12, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "data")
+
+
+def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m module args`` as a user would; fail the test with its stderr if it fails."""
+    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+#: small inputs and batches keep a CPU run of the whole pipeline to seconds
+FAST_TRAINING = ["--input-size", "96", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real two-epoch training run (pretrained Lite0, 24 images), calibrated and evaluated."""
+    root = tmp_path_factory.mktemp("training")
+    data = write_dataset(root / "data", per_class=12)
+    run_module(
+        "training.train",
+        "--data",
+        str(data),
+        "--epochs",
+        "2",
+        "--output-dir",
+        str(root / "runs"),
+        "--run-name",
+        "tiny",
+        *FAST_TRAINING,
+    )
+    return root / "runs" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def exported_model(trained_run: Path) -> Path:
+    """The tiny run's calibrated model exported to ONNX by the export command, parity-checked."""
+    output = trained_run / "model.onnx"
+    run_module("export.onnx", "--checkpoint", str(trained_run / "model.pt"), "--output", str(output))
+    return output
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def web_server(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The web app in a real uvicorn process (``python -m serving``), on a free loopback port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--model", str(exported_model), "--port", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not become ready:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -4,47 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_dataset
+from conftest import FAST_TRAINING, run_module, write_dataset
 
 from detector.checkpoint import load_checkpoint, load_model
 from training.config import TrainSettings
 from training.data import read_manifest
 from training.engine import cross_entropy, make_loader, predict_logits
 
-# Small inputs and batches keep a CPU run of the whole pipeline to seconds.
-FAST = ["--input-size", "96", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
-
-
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("training")
-    data = write_dataset(root / "data", per_class=12)
-    run_module(
-        "training.train",
-        "--data",
-        str(data),
-        "--epochs",
-        "2",
-        "--output-dir",
-        str(root / "runs"),
-        "--run-name",
-        "tiny",
-        *FAST,
-    )
-    return root / "runs" / "tiny"
+FAST = FAST_TRAINING
 
 
 def _history(run_dir: Path) -> list[dict]:

@@ -1,0 +1,46 @@
+"""The web app's settings, in one typed place: defaults, then ``DETECTOR_SERVE_<NAME>`` variables, then flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from detector.preprocessing import DEFAULT_MAX_PIXELS
+
+
+class ServeSettings(BaseSettings):
+    """``python -m serving``: the FastAPI app with ``/predict`` and the upload page."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DETECTOR_SERVE_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_prog_name="python -m serving",
+        extra="ignore",
+    )
+
+    backend: Literal["onnx", "torchserve"] = Field(
+        "onnx", description="onnx: in-process ONNX Runtime (no Java); torchserve: forward to a TorchServe server"
+    )
+    model: Path | None = Field(None, description="the .onnx model for the onnx backend (make export writes it)")
+    threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads (default: all cores)")
+    inference_concurrency: int = Field(
+        2, ge=1, description="requests preprocessed and run at the same time; more only queue on a small CPU"
+    )
+    torchserve_url: str = Field("http://127.0.0.1:8080", description="TorchServe inference API")
+    torchserve_model: str = Field("detector", description="model name registered in TorchServe")
+    torchserve_token: SecretStr | None = Field(None, description="TorchServe inference token")
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 to be reachable from others)")
+    port: int = Field(8000, ge=0, le=65535)
+    max_file_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted file, in bytes (413 beyond)")
+    max_files: int = Field(16, ge=1, description="most files in one request")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest accepted width x height (413 beyond)")
+    request_timeout: float = Field(30.0, gt=0, description="seconds before a prediction gives up (504)")
+
+    @property
+    def max_request_bytes(self) -> int:
+        """All files at their largest, plus room for the multipart framing."""
+        return self.max_files * self.max_file_bytes + 64 * 1024

@@ -1,0 +1,113 @@
+"""The web app's JSON API, in-process (FastAPI's test client) and in a real uvicorn process."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import make_image
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from detector.onnx_runtime import OnnxDetector
+from serving.app import create_app
+from serving.config import ServeSettings
+
+
+def _encoded(fmt: str, seed: int = 5, size: tuple[int, int] = (320, 240)) -> bytes:
+    buffer = io.BytesIO()
+    make_image("real" if seed % 2 else "ai", seed, size).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(exported_model: Path) -> Iterator[TestClient]:
+    settings = ServeSettings(model=exported_model, max_file_bytes=2_000_000, max_files=4, max_pixels=5_000_000)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _expected(model: Path, data: bytes) -> dict[str, float]:
+    detector = OnnxDetector(model)
+    decision = detector.classify(detector.preprocess(data)[None])[0]
+    return {"label": decision.label, **decision.probabilities}
+
+
+def test_probes_and_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model_version"] == "efficientnet_lite0-tiny"
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_predict_jpeg_and_png_in_one_request(client: TestClient, exported_model: Path) -> None:
+    jpeg, png = _encoded("JPEG", 1), _encoded("PNG", 2)
+    response = client.post(
+        "/predict", files=[("files", ("a.jpg", jpeg, "image/jpeg")), ("files", ("b.png", png, "image/png"))]
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == "efficientnet_lite0-tiny"
+    for result, data in zip(body["results"], (jpeg, png), strict=True):
+        expected = _expected(exported_model, data)
+        assert result["label"] == expected["label"]
+        assert result["probabilities"]["ai"] == pytest.approx(expected["ai"], abs=1e-6)
+        assert result["confidence"] == result["probabilities"][result["label"]]
+        assert result["time_ms"] > 0 and "error" not in result
+    assert [r["filename"] for r in body["results"]] == ["a.jpg", "b.png"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "status", "code"),
+    [
+        ("empty.jpg", b"", 422, "empty"),
+        ("notes.jpg", b"just some text, not an image", 415, "not_an_image"),
+        ("cut.jpg", _encoded("JPEG")[:600], 422, "truncated"),
+        ("huge.png", None, 413, "too_large"),
+    ],
+)
+def test_bad_files_get_clear_errors(client: TestClient, name: str, data: bytes | None, status: int, code: str) -> None:
+    if data is None:  # 3000 x 2000 = 6 MP, over this app's 5 MP limit, in a small file
+        buffer = io.BytesIO()
+        Image.new("L", (3000, 2000)).save(buffer, format="PNG")
+        data = buffer.getvalue()
+    response = client.post("/predict", files=[("files", (name, data, "image/jpeg"))])
+    assert response.status_code == status
+    error = response.json()["results"][0]["error"]
+    assert error["code"] == code and error["status"] == status and "Traceback" not in response.text
+
+
+def test_one_bad_file_does_not_spoil_the_others(client: TestClient) -> None:
+    files = [("files", ("bad.jpg", b"nope", "image/jpeg")), ("files", ("good.png", _encoded("PNG"), "image/png"))]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 200
+    bad, good = response.json()["results"]
+    assert bad["error"]["code"] == "not_an_image" and good["label"] in ("ai", "real")
+
+
+def test_request_limits(client: TestClient) -> None:
+    too_many = [("files", (f"{i}.png", _encoded("PNG", i, (32, 32)), "image/png")) for i in range(5)]
+    response = client.post("/predict", files=too_many)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_files"
+
+    big = [("files", ("big.bin", b"\xff" * 2_000_001, "image/jpeg"))]
+    response = client.post("/predict", files=big)
+    assert response.status_code == 413 and response.json()["results"][0]["error"]["code"] == "too_large"
+
+    assert client.post("/predict").status_code == 422  # no files at all
+
+
+def test_real_uvicorn_process(web_server: str, exported_model: Path) -> None:
+    jpeg = _encoded("JPEG", 9)
+    response = httpx.post(f"{web_server}/predict", files=[("files", ("photo.jpg", jpeg, "image/jpeg"))], timeout=30)
+    assert response.status_code == 200
+    result = response.json()["results"][0]
+    expected = _expected(exported_model, jpeg)
+    assert result["label"] == expected["label"]
+    np.testing.assert_allclose(result["probabilities"]["ai"], expected["ai"], atol=1e-6)
+    assert httpx.get(f"{web_server}/healthz").json() == {"status": "ok"}
