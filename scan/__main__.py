@@ -1,0 +1,3 @@
+from scan.cli import main
+
+raise SystemExit(main())

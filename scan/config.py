@@ -1,0 +1,51 @@
+"""The scanner's settings: defaults, then ``DETECTOR_SCAN_<NAME>`` variables, then flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
+
+from detector.preprocessing import DEFAULT_MAX_PIXELS
+from scan.reports import FORMATS
+
+
+class ScanSettings(BaseSettings):
+    """Score every image in files, folders (recursively) or a list of paths, and write reports.
+
+    Unreadable files are reported, never fatal. Re-running with the same --output skips the paths
+    already in the report, so an interrupted scan resumes where it stopped.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DETECTOR_SCAN_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_prog_name="detector-scan",
+        extra="ignore",
+    )
+
+    inputs: CliPositionalArg[list[Path]] = Field(
+        default_factory=list, description="image files and folders (folders are searched recursively)"
+    )
+    paths_from: Path | None = Field(None, description="a text file with one path per line (- for stdin)")
+    model: Path = Field(Path("model_store/detector.onnx"), description=".onnx (ONNX Runtime) or .pt checkpoint")
+    output: Path = Field(Path("scan-report"), description="report prefix: writes PREFIX.csv, PREFIX.jsonl")
+    format: list[str] = Field(["csv", "jsonl"], description="report formats, any of csv, jsonl")
+    html: bool = Field(False, description="also write PREFIX.html, thumbnails sorted by P(ai), for review")
+    threshold: float | None = Field(None, ge=0, le=1, description="P(ai) from which to say ai (default: the model's)")
+    workers: int = Field(2, ge=1, description="threads decoding and resizing images")
+    batch_size: int = Field(16, ge=1, description="images per forward pass")
+    threads: int | None = Field(None, ge=1, description="inference threads (default: all cores)")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="larger images are reported, not decoded")
+    resume: bool = Field(True, description="skip paths already in the report (--no-resume starts it afresh)")
+
+    @field_validator("format")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        formats = [part for item in value for part in item.split(",") if part]
+        unknown = sorted(set(formats) - set(FORMATS))
+        if unknown or not formats:
+            raise ValueError(f"--format takes {', '.join(FORMATS)}; got {unknown or 'nothing'}")
+        return formats
