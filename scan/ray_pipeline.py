@@ -62,19 +62,27 @@ class ScoringActor:
         return {column: [row[column] for row in rows] for column in COLUMNS}
 
 
-def run_ray_scan(settings: RaySettings) -> int:
-    """Run the pipeline; return the number of rows written."""
+def start_ray(settings: RaySettings) -> None:
+    """Join the cluster at ``settings.address``, or start a private instance on this machine."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no telemetry calls from closed networks
     import ray
 
-    if not ray.is_initialized():
-        if settings.address is None:
-            # A private local instance: give it one logical CPU beyond the actors' share, or the
-            # file-reading tasks can wait forever behind actors holding every CPU of a small machine.
-            cpus = max(os.cpu_count() or 1, settings.actors * settings.threads_per_actor + 1)
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=settings.address, log_to_driver=False)
+    if ray.is_initialized():
+        return
+    if settings.address is not None:
+        ray.init(address=settings.address, log_to_driver=False)
+        return
+    # Give the local instance one logical CPU beyond the actors' share, or the file-reading tasks
+    # can wait forever behind actors that hold every CPU of a small machine.
+    cpus = max(os.cpu_count() or 1, settings.actors * settings.threads_per_actor + 1)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+
+
+def run_ray_scan(settings: RaySettings) -> int:
+    """Run the pipeline; return the number of rows written."""
+    import ray
+
+    start_ray(settings)
     dataset = ray.data.read_binary_files(
         settings.inputs, include_paths=True, file_extensions=[s.lstrip(".") for s in IMAGE_SUFFIXES]
     )
