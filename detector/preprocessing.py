@@ -34,6 +34,14 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 #: refuses decompression bombs whose tiny files declare enormous dimensions.
 DEFAULT_MAX_PIXELS = 64_000_000
 
+# Pillow's own decompression-bomb guard, set explicitly rather than left at its default: a backstop
+# for any code that opens images without going through load_image (which checks max_pixels from
+# the header first). Pillow warns above this and refuses above twice this.
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+
+#: modes holding more than 8 bits per sample: 16-bit PNG/TIFF ("I;16*", "I") and float TIFF ("F")
+_WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
 #: file name suffixes of the formats the detector reads when it scans folders
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -142,16 +150,30 @@ def load_image(
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
             image = ImageOps.exif_transpose(image) or image
+            if image.mode in _WIDE_MODES:
+                image = _to_8_bit(image)
             return image if image.mode == "RGB" else image.convert("RGB")
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
         raise ImageDecodeError("not_an_image", "the file is not an image in a supported format") from None
-    except Image.DecompressionBombError as error:
-        raise ImageDecodeError("too_large", str(error)) from None
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(
+            "too_large", f"the image is too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError/EOFError.
         raise ImageDecodeError("truncated", f"the image data is truncated or corrupt ({error})") from None
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """Scale 16-bit or float samples to 0..255; Pillow's own conversion would clip them to white."""
+    samples = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        peak = 1.0 if samples.max(initial=0.0) <= 1.0 else 255.0
+    else:
+        peak = 65535.0 if samples.max(initial=0.0) > 255 else 255.0
+    return Image.fromarray(np.clip(samples * (255.0 / peak), 0, 255).round().astype(np.uint8), "L")
 
 
 def image_to_array(image: Image.Image, config: PreprocessConfig) -> np.ndarray:

@@ -1,0 +1,125 @@
+"""Every entry point against the hostile corpus: a correct answer or a clear 4xx, never a 5xx or a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import make_image, run_module, write_dataset
+from corpus import hostile_corpus
+
+from detector.preprocessing import ImageDecodeError, PreprocessConfig, preprocess
+
+CORPUS = hostile_corpus()
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(CORPUS) >= 30 and len({f.name for f in CORPUS}) == len(CORPUS)
+
+
+@pytest.mark.parametrize("item", CORPUS, ids=[f.name for f in CORPUS])
+def test_core_decoder(item) -> None:  # noqa: ANN001
+    if item.expect == "answer":
+        array = preprocess(item.data, PreprocessConfig())
+        assert array.shape == (3, 224, 224) and abs(float(array.mean())) < 3
+    else:
+        with pytest.raises(ImageDecodeError) as caught:
+            preprocess(item.data, PreprocessConfig())
+        assert caught.value.reason == item.reason
+        assert "Traceback" not in str(caught.value) and len(str(caught.value)) < 200
+
+
+def test_sixteen_bit_images_keep_their_tones() -> None:
+    sixteen = next(f for f in CORPUS if f.name == "sixteen-bit.png")
+    array = preprocess(sixteen.data, PreprocessConfig(mean=(0, 0, 0), std=(1, 1, 1)))
+    # a 0..65535 ramp becomes a 0..1 ramp, not a white image
+    assert 0.4 < float(array.mean()) < 0.6 and float(array.min()) < 0.05 and float(array.max()) > 0.95
+
+
+def test_web_app_predict_and_page(web_server: str) -> None:
+    good = next(f for f in CORPUS if f.name == "orientation-1.jpg")
+    before = httpx.post(f"{web_server}/predict", files=[("files", (good.name, good.data, good.content_type))]).json()
+    with httpx.Client(base_url=web_server, timeout=60) as client:
+        for item in CORPUS:
+            files = [("files", (item.name, item.data, item.content_type))]
+            response = client.post("/predict", files=files)
+            assert response.status_code == item.status, (item.name, response.text[:300])
+            result = response.json()["results"][0]
+            if item.expect == "answer":
+                assert result["label"] in ("ai", "real") and 0 <= result["confidence"] <= 1, item.name
+            else:
+                assert result["error"]["code"] == item.reason, item.name
+            page = client.post("/", files=files)
+            assert page.status_code == item.status, item.name
+            assert ("Not checked" in page.text) == (item.expect == "refuse"), item.name
+        after = client.post("/predict", files=[("files", (good.name, good.data, good.content_type))]).json()
+        assert client.get("/readyz").status_code == 200
+    assert after["results"][0]["probabilities"] == before["results"][0]["probabilities"]
+
+
+def test_whole_corpus_in_one_request(web_server: str) -> None:
+    files = [("files", (f.name, f.data, f.content_type)) for f in CORPUS[:16]]
+    response = httpx.post(f"{web_server}/predict", files=files, timeout=60)
+    assert response.status_code == 200
+    outcomes = [("error" in r) for r in response.json()["results"]]
+    assert outcomes == [f.expect == "refuse" for f in CORPUS[:16]]
+
+
+def test_scanner_reports_every_file(exported_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    for item in CORPUS:
+        (folder / item.name).write_bytes(item.data)
+    out = tmp_path / "report"
+    run_module(
+        "scan",
+        *[str(folder / f.name) for f in CORPUS],
+        "--model",
+        str(exported_model),
+        "--output",
+        str(out),
+        "--format",
+        "jsonl",
+    )
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.with_suffix(".jsonl").read_text().splitlines())}
+    assert set(rows) == {f.name for f in CORPUS}
+    for item in CORPUS:
+        assert (rows[item.name]["error"] is None) == (item.expect == "answer"), item.name
+
+
+def test_training_skips_bad_files_and_reports_them(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", per_class=6)
+    for item in CORPUS:
+        if item.expect == "refuse" and Path(item.name).suffix in (".jpg", ".png"):
+            (data / "ai" / f"bad-{item.name}").write_bytes(item.data)
+    make_image("ai", 99, (64, 64)).save(data / "ai" / "fine.png")
+    run_module(
+        "training.train",
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        "r",
+        "--input-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--no-evaluate",
+        "--no-pretrained",
+    )
+    run = tmp_path / "runs" / "r"
+    skipped = {Path(e["path"]).name for e in json.loads((run / "skipped.json").read_text())}
+    log = (run / "train.log").read_text()
+    for item in CORPUS:
+        name = f"bad-{item.name}"
+        if (data / "ai" / name).exists():
+            # refused from its header at discovery, or skipped (and logged) when its pixels fail to decode
+            assert name in skipped or name in log, name
+    assert "fine.png" not in skipped and (run / "best.pt").is_file()
