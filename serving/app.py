@@ -28,6 +28,7 @@ from detector import __version__
 from detector.preprocessing import ImageDecodeError, load_image
 from serving.backends import Backend, Prediction, create_backend
 from serving.config import ServeSettings
+from serving.limits import BodySizeLimit
 
 log = logging.getLogger("serving")
 HERE = Path(__file__).parent
@@ -85,14 +86,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
 
-    @app.middleware("http")
-    async def refuse_oversized_bodies(request: Request, call_next):  # noqa: ANN001, ANN202
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
-            return _refusal(
-                413, "request_too_large", f"the request is larger than {settings.max_request_bytes:,} bytes"
-            )
-        return await call_next(request)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
     @app.exception_handler(RequestRefused)
     async def refused(request: Request, error: RequestRefused) -> JSONResponse:

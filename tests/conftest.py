@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -98,16 +100,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def web_server(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The web app in a real uvicorn process (``python -m serving``), on a free loopback port."""
+@contextmanager
+def running_web_server(model: Path, log: Path, **env: str) -> Iterator[str]:
+    """``python -m serving`` in a real uvicorn process on a free loopback port, with extra settings in ``env``."""
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
     with log.open("w") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--model", str(exported_model), "--port", str(port)],
+            [sys.executable, "-m", "serving", "--model", str(model), "--port", str(port)],
             stdout=handle,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -125,3 +127,10 @@ def web_server(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def web_server(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The web app in a real uvicorn process (``python -m serving``), on a free loopback port."""
+    with running_web_server(exported_model, tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_image, run_module, write_dataset
+from conftest import make_image, run_module, running_web_server, write_dataset
 from corpus import hostile_corpus
 
 from detector.preprocessing import ImageDecodeError, PreprocessConfig, preprocess
@@ -123,3 +124,60 @@ def test_training_skips_bad_files_and_reports_them(tmp_path: Path) -> None:
             # refused from its header at discovery, or skipped (and logged) when its pixels fail to decode
             assert name in skipped or name in log, name
     assert "fine.png" not in skipped and (run / "best.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def strict_server(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The web app with small limits, set the way an operator would: through the environment."""
+    log = tmp_path_factory.mktemp("strict") / "server.log"
+    with running_web_server(
+        exported_model, log, DETECTOR_SERVE_MAX_FILE_BYTES="200000", DETECTOR_SERVE_MAX_FILES="2"
+    ) as url:
+        yield url
+
+
+def _good_jpeg() -> bytes:
+    return next(f for f in CORPUS if f.name == "orientation-1.jpg").data
+
+
+def test_limits_are_configurable_and_enforced(strict_server: str) -> None:
+    good = ("files", ("good.jpg", _good_jpeg(), "image/jpeg"))
+    with httpx.Client(base_url=strict_server, timeout=60) as client:
+        assert client.post("/predict", files=[good, good]).status_code == 200
+        too_many = client.post("/predict", files=[good, good, good])
+        assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "too_many_files"
+        big = client.post("/predict", files=[("files", ("big.jpg", b"\xff" * 250_000, "image/jpeg"))])
+        assert big.status_code == 413 and big.json()["results"][0]["error"]["code"] == "too_large"
+
+
+def test_streamed_body_without_length_is_cut_off(strict_server: str) -> None:
+    """A chunked upload declares no size; the server stops reading it at the limit instead of spooling it."""
+    boundary = "b0undary"
+
+    def body() -> Iterator[bytes]:
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="x.jpg"\r\n\r\n'.encode()
+        for _ in range(200):  # 12.8 MB in all, far over the 400 KB request limit
+            yield b"\x00" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    response = httpx.post(f"{strict_server}/predict", content=body(), headers=headers, timeout=60)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    again = httpx.post(f"{strict_server}/predict", files=[("files", ("good.jpg", _good_jpeg(), "image/jpeg"))])
+    assert again.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"json": {"files": "x"}}, 422),  # JSON instead of a multipart form
+        ({"data": {"other": "x"}}, 422),  # a form without the files field
+        ({"content": b"\xff\xd8\xff", "headers": {"content-type": "image/jpeg"}}, 422),  # a raw body
+        ({"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 422),
+    ],
+    ids=["json", "no-files-field", "raw-body", "broken-multipart"],
+)
+def test_malformed_requests_get_a_4xx_without_internals(web_server: str, kwargs: dict, status: int) -> None:
+    response = httpx.post(f"{web_server}/predict", timeout=30, **kwargs)
+    assert response.status_code in (400, status), response.text[:300]
+    assert "Traceback" not in response.text and 'File "' not in response.text
