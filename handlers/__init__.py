@@ -1,0 +1,1 @@
+"""TorchServe hosting of the detector: the handler, the archive builder, a management CLI and a gRPC client."""

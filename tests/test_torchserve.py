@@ -1,0 +1,441 @@
+"""A real TorchServe (Java frontend + Python workers) serving the tiny trained model.
+
+One server per session, on free loopback ports, started with the committed config.properties (its
+TS_* environment overrides move the ports) and the archives built by ``python -m handlers.archive``.
+The second model version is registered into the same server. The server's log is printed when a
+check fails, and kept under the session's temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import make_image, run_module, running_web_server
+from corpus import hostile_corpus
+from provenance_files import a1111_png
+
+from detector.onnx_runtime import OnnxDetector
+from detector.torch_runtime import TorchDetector
+from handlers.local_server import LocalTorchServe
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = 1e-5
+
+JAVA_MISSING = shutil.which("java") is None and not os.environ.get("JAVA_HOME")
+
+
+@dataclass
+class TorchServe:
+    inference: str
+    management: str
+    metrics: str
+    grpc: str
+    workdir: Path
+    log: Path
+
+    def token(self, kind: str) -> str:
+        return json.loads((self.workdir / "key_file.json").read_text())[kind]["key"]
+
+    def headers(self, kind: str = "inference") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(kind)}"}
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return "\n--- TorchServe log (tail) ---\n" + self.log.read_text(errors="replace")[-chars:]
+
+    def cli_args(self) -> list[str]:
+        """Connection flags for python -m handlers.manage / handlers.grpc_client."""
+        return [
+            "--management-url",
+            self.management,
+            "--grpc-inference-address",
+            self.grpc,
+            "--key-file",
+            str(self.workdir / "key_file.json"),
+        ]
+
+
+def _jpeg_and_png(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    jpeg, png = folder / "photo.jpg", folder / "render.png"
+    make_image("real", 501, (120, 90)).save(jpeg, quality=90)
+    make_image("ai", 502, (100, 100)).save(png)
+    return [jpeg, png]
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return _jpeg_and_png(tmp_path_factory.mktemp("ts-images"))
+
+
+@pytest.fixture(scope="session")
+def model_store(trained_run: Path, exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """detector.mar (the ONNX model, version 1.0) and detector-v2.mar (the eager checkpoint, version 2.0)."""
+    store = tmp_path_factory.mktemp("model_store")
+    run_module("handlers.archive", "--model", str(exported_model), "--output", str(store / "detector.mar"))
+    run_module(
+        "handlers.archive",
+        "--model",
+        str(trained_run / "model.pt"),
+        "--output",
+        str(store / "detector-v2.mar"),
+        "--version",
+        "2.0",
+    )
+    return store
+
+
+@pytest.fixture(scope="session")
+def torchserve(
+    model_store: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[TorchServe]:
+    if JAVA_MISSING:
+        pytest.skip("TorchServe needs Java 17: no java on PATH and no JAVA_HOME")
+    plan = LocalTorchServe(model_store, tmp_path_factory.mktemp("torchserve"))
+    plan.prepare()
+    env = {**os.environ, **plan.env()}
+    log = plan.work_dir / "torchserve.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            plan.command(), cwd=plan.work_dir, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = TorchServe(
+        inference=plan.inference_url,
+        management=plan.management_url,
+        metrics=plan.metrics_url,
+        grpc=plan.grpc_address,
+        workdir=plan.work_dir,
+        log=log,
+    )
+    try:
+        _wait_until_ready(server, process)
+        yield server
+    finally:
+        if request.session.testsfailed:
+            sys.stderr.write(f"\nTorchServe's log is kept at {log}{server.log_tail()}\n")
+        subprocess.run(plan.stop_command(), env=env, cwd=plan.work_dir, capture_output=True, timeout=60)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # our own session: the launcher, Java and its workers
+            process.wait(timeout=10)
+
+
+def _wait_until_ready(server: TorchServe, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    """The key file is written, /ping answers and the default model has a READY worker."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"TorchServe exited with {process.returncode}" + server.log_tail())
+        try:
+            if (server.workdir / "key_file.json").is_file():
+                ping = httpx.get(f"{server.inference}/ping", headers=server.headers(), timeout=2)
+                described = httpx.get(f"{server.management}/models/detector", headers=server.headers("management"))
+                if ping.status_code == 200 and described.status_code == 200:
+                    workers = described.json()[0]["workers"]
+                    if any(worker["status"] == "READY" for worker in workers):
+                        return
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("TorchServe did not become ready" + server.log_tail())
+
+
+def _predict(server: TorchServe, data: bytes, path: str = "/predictions/detector") -> httpx.Response:
+    return httpx.post(f"{server.inference}{path}", content=data, headers=server.headers(), timeout=60)
+
+
+def _metrics(server: TorchServe) -> dict[str, float]:
+    """Prometheus text -> {'name{labels}': value}."""
+    text = httpx.get(f"{server.metrics}/metrics", timeout=10).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def _assert_same_answer(answer: dict, expected_probabilities: np.ndarray, classes: list[str], log: str = "") -> None:
+    got = np.array([answer["probabilities"][name] for name in classes])
+    assert np.abs(got - expected_probabilities).max() < TOLERANCE, f"{answer} vs {expected_probabilities}{log}"
+    assert answer["confidence"] == pytest.approx(answer["probabilities"][answer["label"]])
+
+
+def test_archive_holds_model_handler_core_and_config(model_store: Path, exported_model: Path) -> None:
+    with zipfile.ZipFile(model_store / "detector.mar") as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+    assert {exported_model.name, "torchserve_handler.py", "model-config.yaml", "detector/preprocessing.py"} <= names
+    assert {"provenance/inspection.py", "provenance/verdict.py"} <= names
+    assert {"detector/calibration.py", "detector/onnx_runtime.py", "detector/torch_runtime.py"} <= names
+    assert not any("__pycache__" in name for name in names)
+    assert manifest["model"] == {
+        "modelName": "detector",
+        "serializedFile": exported_model.name,
+        "handler": "torchserve_handler.py",
+        "modelVersion": "1.0",
+        "configFile": "model-config.yaml",
+    }
+
+
+def test_ping_is_healthy(torchserve: TorchServe) -> None:
+    response = httpx.get(f"{torchserve.inference}/ping", headers=torchserve.headers(), timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"status": "Healthy"}
+
+
+def test_requests_without_the_token_are_refused(torchserve: TorchServe, images: list[Path]) -> None:
+    data = images[0].read_bytes()
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}, torchserve.headers("management")):
+        response = httpx.post(f"{torchserve.inference}/predictions/detector", content=data, headers=headers)
+        # TorchServe 0.12 answers a missing or wrong token with 400 InvalidKeyException
+        assert response.status_code == 400, response.text
+        assert response.json()["type"] == "InvalidKeyException"
+    assert httpx.get(f"{torchserve.management}/models").status_code == 400
+    assert httpx.get(f"{torchserve.management}/models", headers=torchserve.headers("management")).status_code == 200
+
+
+def test_rest_answers_equal_the_in_process_model(
+    torchserve: TorchServe, images: list[Path], exported_model: Path
+) -> None:
+    detector = OnnxDetector(exported_model)
+    for path in images:  # a JPEG and a PNG
+        response = _predict(torchserve, path.read_bytes())
+        assert response.status_code == 200, response.text + torchserve.log_tail()
+        answer = response.json()
+        batch = detector.preprocess(path.read_bytes())[None]
+        expected = detector.probabilities(batch)[0]
+        decision = detector.classify(batch)[0]
+        _assert_same_answer(answer, expected, detector.metadata.classes)
+        assert answer["label"] == decision.label
+        assert answer["model_version"] == detector.version
+        assert (answer["archive_version"], answer["runtime"]) == ("1.0", "onnxruntime")
+
+
+def test_concurrent_requests_are_answered_in_batches(torchserve: TorchServe, images: list[Path]) -> None:
+    payloads = [path.read_bytes() for path in images] * 8
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda data: _predict(torchserve, data), payloads))
+    assert [r.status_code for r in responses] == [200] * 16, torchserve.log_tail()
+    # same file, same answer, whichever batch it landed in
+    assert len({json.dumps(r.json(), sort_keys=True) for r in responses[0::2]}) == 1
+    # the handler counts its batches by size: TorchServe handed it more than one request at once
+    sizes = {
+        int(match.group(1)): count
+        for name, count in _metrics(torchserve).items()
+        if (match := re.match(r'HandlerBatches\{.*BatchSize="(\d+)"', name))
+    }
+    assert max(sizes) > 1, f"batch sizes seen by the handler: {sizes}" + torchserve.log_tail()
+
+
+def test_a_bad_file_in_a_batch_gets_its_own_error(torchserve: TorchServe, images: list[Path]) -> None:
+    """Refusals answered with their own status beside answered images, in the same handler batch."""
+    good = images[0].read_bytes()
+    bad = {"not_an_image": (b"this is not an image", 415), "empty": (b"", 422), "truncated": (good[:300], 422)}
+    mixed = [good, bad["not_an_image"][0], good, bad["empty"][0], good, bad["truncated"][0], good, good]
+    for _ in range(5):  # until one handler batch held both kinds (TorchServe decides how it batches)
+        with ThreadPoolExecutor(max_workers=len(mixed)) as pool:
+            responses = list(pool.map(lambda data: _predict(torchserve, data), mixed))
+        for data, response in zip(mixed, responses, strict=True):
+            if data == good:
+                assert response.status_code == 200 and response.json()["label"] in ("ai", "real")
+            else:
+                code, status = next((c, s) for c, (d, s) in bad.items() if d == data)
+                assert response.status_code == status, response.text
+                assert response.json()["code"] == code and response.json()["status"] == status
+                assert response.json()["message"]
+        mixed_batches = [
+            (int(answered), int(refused))
+            for answered, refused in re.findall(
+                r"batch of \d+: (\d+) answered, (\d+) refused", torchserve.log.read_text()
+            )
+        ]
+        if any(answered and refused for answered, refused in mixed_batches):
+            return
+    pytest.fail(f"no handler batch held both good and bad files: {mixed_batches}" + torchserve.log_tail())
+
+
+def test_metrics_report_requests_latencies_and_labels(torchserve: TorchServe, images: list[Path]) -> None:
+    def total(samples: dict[str, float], prefix: str) -> float:
+        return sum(value for name, value in samples.items() if name.startswith(prefix))
+
+    before = _metrics(torchserve)
+    for path in images:
+        assert _predict(torchserve, path.read_bytes()).status_code == 200
+    after = _metrics(torchserve)
+    assert total(after, "ts_inference_requests_total{") - total(before, "ts_inference_requests_total{") == 2
+    assert total(after, "ts_inference_latency_microseconds{") > total(before, "ts_inference_latency_microseconds{")
+    # Requests2XX counts every 2xx answer of the server, the scrape of /metrics itself included
+    assert total(after, "Requests2XX{") - total(before, "Requests2XX{") >= 2
+    assert total(after, "PredictedLabels{") - total(before, "PredictedLabels{") == 2
+    assert any(name.startswith("PredictedLabels{") and 'Label="' in name for name in after)
+    assert total(after, "Requests4XX{") > 0  # the refusals of the earlier tests
+
+
+def test_grpc_client_gets_the_rest_answer(torchserve: TorchServe, images: list[Path]) -> None:
+    if not (ROOT / "handlers" / "grpc_gen" / "inference_pb2_grpc.py").is_file():
+        run_module("handlers.grpc_stubs")  # what make grpc-stubs (a prerequisite of make test) does
+    result = run_module("handlers.grpc_client", *torchserve.cli_args(), *map(str, images), timeout=120)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.pop("file") for line in lines] == [str(path) for path in images]
+    for path, answer in zip(images, lines, strict=True):
+        rest = _predict(torchserve, path.read_bytes()).json()
+        assert answer["label"] == rest["label"]
+        _assert_same_answer(answer, np.array(list(rest["probabilities"].values())), list(rest["probabilities"]))
+
+
+def _non_loopback_address() -> str | None:
+    """This machine's address on its first non-loopback interface, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent for a UDP connect
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_every_api_listens_on_loopback_only(torchserve: TorchServe) -> None:
+    """Management and metrics (and inference, gRPC) are not reachable on the machine's other address."""
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to try")
+    ports = [int(url.rsplit(":", 1)[1]) for url in (torchserve.inference, torchserve.management, torchserve.metrics)]
+    ports.append(int(torchserve.grpc.rsplit(":", 1)[1]))
+    for port in ports:
+        with pytest.raises(OSError), socket.create_connection((address, port), timeout=3):
+            pass
+        with socket.create_connection(("127.0.0.1", port), timeout=3):
+            pass
+
+
+def test_hostile_corpus_through_rest_and_grpc(torchserve: TorchServe, images: list[Path]) -> None:
+    """Every odd file gets an answer or its own 4xx refusal, over REST and gRPC; the server stays well."""
+    if not (ROOT / "handlers" / "grpc_gen" / "inference_pb2_grpc.py").is_file():
+        run_module("handlers.grpc_stubs")
+    from handlers.grpc_client import GrpcDetectorClient
+
+    good = images[0].read_bytes()
+    before = _predict(torchserve, good).json()
+    with GrpcDetectorClient(torchserve.grpc, torchserve.token("inference"), timeout=60) as client:
+        for item in hostile_corpus():
+            rest = _predict(torchserve, item.data)
+            over_grpc = client.predict(item.data)
+            for answer in (rest.json(), over_grpc):
+                if item.expect == "answer":
+                    assert answer.get("label") in ("ai", "real"), (item.name, answer)
+                else:
+                    assert (answer.get("code"), answer.get("status")) == (item.reason, item.status), (item.name, answer)
+            assert rest.status_code == item.status, (item.name, rest.text) + (torchserve.log_tail(),)
+    assert _predict(torchserve, good).json()["probabilities"] == before["probabilities"]
+    assert httpx.get(f"{torchserve.inference}/ping", headers=torchserve.headers(), timeout=5).status_code == 200
+
+
+def test_answers_carry_provenance_evidence(torchserve: TorchServe, images: list[Path]) -> None:
+    """The archive's model config turns evidence on: generator settings in a PNG decide the verdict."""
+    stamped = _predict(torchserve, a1111_png()).json()
+    assert (stamped["verdict"], stamped["verdict_source"]) == ("ai", "evidence"), stamped
+    assert any(item["kind"] == "generator_parameters" and item["strong"] for item in stamped["evidence"])
+    plain = _predict(torchserve, images[0].read_bytes()).json()
+    assert (plain["verdict"], plain["verdict_source"], plain["evidence"]) == (plain["label"], "model", [])
+
+
+def test_web_app_with_the_torchserve_backend(
+    torchserve: TorchServe, images: list[Path], exported_model: Path, tmp_path: Path
+) -> None:
+    settings = {
+        "DETECTOR_SERVE_BACKEND": "torchserve",
+        "DETECTOR_SERVE_TORCHSERVE_URL": torchserve.inference,
+        "DETECTOR_SERVE_TORCHSERVE_TOKEN": torchserve.token("inference"),
+    }
+    with running_web_server(exported_model, tmp_path / "web.log", **settings) as url:
+        files = [("files", (path.name, path.read_bytes())) for path in images]
+        files.append(("files", ("notes.txt", b"not an image")))
+        response = httpx.post(f"{url}/predict", files=files, timeout=60)
+    assert response.status_code == 200, response.text + (tmp_path / "web.log").read_text()[-3000:]
+    results = response.json()["results"]
+    for path, result in zip(images, results[:2], strict=True):
+        rest = _predict(torchserve, path.read_bytes()).json()
+        assert result["label"] == rest["label"]
+        assert result["model_version"] == rest["model_version"]
+        for name, probability in rest["probabilities"].items():
+            assert result["probabilities"][name] == pytest.approx(probability, abs=TOLERANCE)
+    assert results[2]["error"] == {
+        "code": "not_an_image",
+        "message": "the file is not an image in a supported format",
+        "status": 415,
+    }
+
+
+def test_register_a_second_version_and_make_it_the_default(
+    torchserve: TorchServe, images: list[Path], trained_run: Path
+) -> None:
+    manage = ["handlers.manage", *torchserve.cli_args()]
+    refused = subprocess.run(
+        [sys.executable, "-m", *manage, "register", "http://127.0.0.1:9/elsewhere.mar"], capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "does not match any allowed URL" in refused.stderr
+    run_module(*manage, "register", "detector-v2.mar", timeout=180)
+    try:
+        run_module(*manage, "set-default", "detector", "2.0")
+        versions = json.loads(run_module(*manage, "describe", "detector").stdout)
+        assert {v["modelVersion"] for v in versions} == {"1.0", "2.0"}
+        detector = TorchDetector(trained_run / "model.pt")
+        path = images[1]
+        expected = detector.probabilities(detector.preprocess(path.read_bytes())[None])[0]
+        for route in ("/predictions/detector", "/predictions/detector/2.0"):
+            answer = _predict(torchserve, path.read_bytes(), route).json()
+            assert (answer["archive_version"], answer["runtime"]) == ("2.0", "torch"), answer
+            _assert_same_answer(answer, expected, detector.metadata.classes, torchserve.log_tail())
+        old = _predict(torchserve, path.read_bytes(), "/predictions/detector/1.0").json()
+        assert (old["archive_version"], old["runtime"]) == ("1.0", "onnxruntime")
+        scaled = json.loads(run_module(*manage, "scale", "detector", "--min-workers", "2", "--version", "2.0").stdout)
+        assert "scaled to 2" in scaled["status"]
+    finally:
+        run_module(*manage, "set-default", "detector", "1.0")
+        run_module(*manage, "unregister", "detector", "2.0", timeout=120)
+
+
+def test_refresh_the_inference_token(torchserve: TorchServe, images: list[Path]) -> None:
+    """Runs after the others: the old inference key stops working."""
+    old = torchserve.token("inference")
+    run_module("handlers.manage", *torchserve.cli_args(), "refresh-token", "inference")
+    assert torchserve.token("inference") != old  # TorchServe rewrote its key file
+    data = images[0].read_bytes()
+    stale = httpx.post(
+        f"{torchserve.inference}/predictions/detector", content=data, headers={"Authorization": f"Bearer {old}"}
+    )
+    assert stale.status_code == 400
+    assert _predict(torchserve, data).status_code == 200
+
+
+def test_status_codes_match_the_web_app() -> None:
+    from handlers.torchserve_handler import STATUS_FOR_REASON
+    from serving.app import STATUS_FOR_REASON as WEB_STATUS
+
+    assert STATUS_FOR_REASON == WEB_STATUS
+
+
+def test_serve_torchserve_without_java_says_so() -> None:
+    env = {"PATH": "/nonexistent", "HOME": os.environ.get("HOME", "/root")}
+    result = subprocess.run(
+        [shutil.which("make") or "make", "-s", "java-check"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "TorchServe needs Java 17" in result.stderr
