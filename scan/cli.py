@@ -13,10 +13,11 @@ from pydantic_settings import CliApp
 from tqdm import tqdm
 
 from detector.torch_runtime import Detector, open_detector
+from provenance import Evidence, ProvenanceSettings
 from scan.config import ScanSettings
 from scan.files import expand
 from scan.reports import ReportWriter, summarise, write_html
-from scan.scoring import Decoded, decode, score
+from scan.scoring import Decoded, prepare, score
 
 
 def _batches(paths: list[str], size: int) -> Iterator[list[str]]:
@@ -36,11 +37,12 @@ def run_scan(settings: ScanSettings) -> dict[str, float]:
         writer = ReportWriter(settings.output, settings.format)
     done = {row.path for row in writer.rows()}
     todo = [path for path in expand(settings.inputs, settings.paths_from) if path not in done]
+    provenance = ProvenanceSettings() if settings.evidence else None
     started = time.perf_counter()
     with ThreadPoolExecutor(settings.workers) as pool, tqdm(total=len(todo), unit="img", desc="scan") as bar:
 
-        def submit(batch: list[str]) -> list[Future[Decoded]]:
-            return [pool.submit(decode, detector, path, settings.max_pixels) for path in batch]
+        def submit(batch: list[str]) -> list[Future[tuple[Decoded, list[Evidence]]]]:
+            return [pool.submit(prepare, detector, path, settings.max_pixels, provenance) for path in batch]
 
         batches = _batches(todo, settings.batch_size)
         current = next(batches, None)
@@ -49,7 +51,9 @@ def run_scan(settings: ScanSettings) -> dict[str, float]:
             upcoming = next(batches, None)
             # decode the next batch while this one runs through the model
             following = submit(upcoming) if upcoming else []
-            rows = score(detector, current, [future.result() for future in pending], settings.threshold)
+            prepared = [future.result() for future in pending]
+            decoded, evidence = [item for item, _ in prepared], [found for _, found in prepared]
+            rows = score(detector, current, decoded, settings.threshold, evidence)
             writer.write(rows)
             bar.update(len(rows))
             current, pending = upcoming, following

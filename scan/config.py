@@ -40,6 +40,9 @@ class ScanSettings(BaseSettings):
     threads: int | None = Field(None, ge=1, description="inference threads (default: all cores)")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="larger images are reported, not decoded")
     resume: bool = Field(True, description="skip paths already in the report (--no-resume starts it afresh)")
+    evidence: bool = Field(
+        True, description="read provenance evidence (C2PA, SD watermark, generator settings, EXIF) into the report"
+    )
 
     @field_validator("format")
     @classmethod

@@ -24,7 +24,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, SettingsConfigDict
 
 from detector.preprocessing import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-from scan.scoring import COLUMNS, decode, score
+from scan.scoring import COLUMNS, prepare, score
 
 
 class RaySettings(BaseSettings):
@@ -42,23 +42,29 @@ class RaySettings(BaseSettings):
     batch_size: int = Field(16, ge=1)
     threshold: float | None = Field(None, ge=0, le=1)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    evidence: bool = Field(True, description="read provenance evidence into the evidence column, as the CLI does")
     address: str | None = Field(None, description="Ray cluster address (auto on a cluster); default: start one here")
 
 
 class ScoringActor:
     """Holds one ONNX Runtime session for its lifetime; scores batches of raw file bytes."""
 
-    def __init__(self, model: str, threads: int, threshold: float | None, max_pixels: int) -> None:
+    def __init__(
+        self, model: str, threads: int, threshold: float | None, max_pixels: int, evidence: bool = True
+    ) -> None:
         from detector.onnx_runtime import OnnxDetector
+        from provenance import ProvenanceSettings
 
         self.detector = OnnxDetector(model, threads=threads)
         self.threshold = threshold
         self.max_pixels = max_pixels
+        self.provenance = ProvenanceSettings() if evidence else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         paths = [str(p) for p in batch["path"]]
-        decoded = [decode(self.detector, bytes(data), self.max_pixels) for data in batch["bytes"]]
-        rows = [row.flat() for row in score(self.detector, paths, decoded, self.threshold)]
+        prepared = [prepare(self.detector, bytes(data), self.max_pixels, self.provenance) for data in batch["bytes"]]
+        decoded, evidence = [item for item, _ in prepared], [found for _, found in prepared]
+        rows = [row.flat() for row in score(self.detector, paths, decoded, self.threshold, evidence)]
         return {column: [row[column] for row in rows] for column in COLUMNS}
 
 
@@ -93,6 +99,7 @@ def run_ray_scan(settings: RaySettings) -> int:
             "threads": settings.threads_per_actor,
             "threshold": settings.threshold,
             "max_pixels": settings.max_pixels,
+            "evidence": settings.evidence,
         },
         batch_size=settings.batch_size,
         batch_format="numpy",

@@ -6,6 +6,7 @@ forward pass over every file of the batch that decoded.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 from detector.calibration import decide
 from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource
 from detector.torch_runtime import Detector
+from provenance import Evidence, ProvenanceSettings, combine, inspect
 
 #: report columns, in order
 COLUMNS = ("path", "label", "confidence", "prob_ai", "prob_real", "evidence", "model_version", "error")
@@ -25,7 +27,7 @@ class ScanRow:
     label: str | None = None
     confidence: float | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
-    #: provenance evidence summary (C2PA, watermarks, metadata): filled once that feature lands
+    #: provenance evidence summary (C2PA, SD watermark, generator settings, EXIF/XMP): provenance.Verdict.summary
     evidence: str = ""
     model_version: str = ""
     error: str | None = None
@@ -58,12 +60,43 @@ def decode(detector: Detector, source: ImageSource, max_pixels: int = DEFAULT_MA
         return error
 
 
+def inspect_file(source: ImageSource, settings: ProvenanceSettings) -> list[Evidence]:
+    """The provenance evidence of one file (never raises for a bad file; reads at most the size cap)."""
+    try:
+        if isinstance(source, bytes | bytearray | memoryview):
+            data = bytes(source)
+        elif isinstance(source, str | os.PathLike):
+            with open(source, "rb") as handle:
+                data = handle.read(settings.max_bytes + 1)
+        else:
+            data = source.read(settings.max_bytes + 1)
+    except OSError:
+        return []
+    return inspect(data, settings)
+
+
+def prepare(
+    detector: Detector, source: ImageSource, max_pixels: int, provenance: ProvenanceSettings | None
+) -> tuple[Decoded, list[Evidence]]:
+    """One file's model input (or the reason it has none) and, when ``provenance`` is given, its evidence."""
+    return decode(detector, source, max_pixels), inspect_file(source, provenance) if provenance else []
+
+
 def score(
-    detector: Detector, paths: list[str], decoded: list[Decoded], threshold: float | None = None
+    detector: Detector,
+    paths: list[str],
+    decoded: list[Decoded],
+    threshold: float | None = None,
+    evidence: list[list[Evidence]] | None = None,
 ) -> list[ScanRow]:
-    """Rows for a batch: one forward pass over the files that decoded, an error row for the others."""
+    """Rows for a batch: one forward pass over the files that decoded, an error row for the others.
+
+    With ``evidence`` (one list per file), the evidence column says what the file itself shows and
+    whether it decided the verdict (``provenance.combine``); ``label`` stays the model's.
+    """
     good = [i for i, item in enumerate(decoded) if isinstance(item, np.ndarray)]
     rows = [ScanRow(path=path, model_version=detector.version) for path in paths]
+    found = evidence or [[] for _ in paths]
     if good:
         probabilities = detector.probabilities(np.stack([decoded[i] for i in good]))
         cut = detector.metadata.threshold if threshold is None else threshold
@@ -71,7 +104,9 @@ def score(
             rows[i].label = decision.label
             rows[i].confidence = round(decision.confidence, 6)
             rows[i].probabilities = {k: round(v, 6) for k, v in decision.probabilities.items()}
+            rows[i].evidence = combine(found[i], decision).summary()
     for i, item in enumerate(decoded):
         if not isinstance(item, np.ndarray):
             rows[i].error = str(item) if isinstance(item, ImageDecodeError) else f"unreadable: {item}"
+            rows[i].evidence = " | ".join(item.summary() for item in found[i])
     return rows

@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 from fastapi import FastAPI, File, Request, UploadFile
@@ -26,8 +26,10 @@ from pydantic import BaseModel
 
 from detector import __version__
 from detector.preprocessing import ImageDecodeError, load_image
+from provenance import ProvenanceSettings
 from serving.backends import Backend, Prediction, create_backend
 from serving.config import ServeSettings
+from serving.evidence import EvidenceItem, weigh
 from serving.limits import BodySizeLimit
 
 log = logging.getLogger("serving")
@@ -50,6 +52,11 @@ class FileResult(BaseModel):
     probabilities: dict[str, float] | None = None
     model_version: str | None = None
     time_ms: float | None = None
+    #: the answer once the file's own provenance evidence is weighed: ``label`` unless strong evidence decided
+    verdict: str | None = None
+    verdict_source: Literal["model", "evidence"] | None = None
+    verdict_reason: str | None = None
+    evidence: list[EvidenceItem] | None = None
     error: FileError | None = None
 
 
@@ -83,6 +90,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.provenance = ProvenanceSettings()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
 
@@ -143,10 +151,16 @@ async def _classify(request: Request, files: list[UploadFile]) -> list[tuple[Fil
     uploads = await _read_uploads(files, request.app.state.settings)
     predictions = await _run(request, [data for _, data in uploads])
     version = request.app.state.backend.version
-    return [
+    classified = [
         (_result(name, prediction, version), data)
         for (name, data), prediction in zip(uploads, predictions, strict=True)
     ]
+    answered = [(result, data) for result, data in classified if result.error is None]
+    verdicts = await weigh([(data, str(result.label)) for result, data in answered], request.app.state.provenance)
+    for (result, _), verdict in zip(answered, verdicts, strict=True):
+        result.verdict, result.verdict_source, result.verdict_reason = verdict.label, verdict.source, verdict.reason
+        result.evidence = [EvidenceItem(**item.to_dict()) for item in verdict.evidence]
+    return classified
 
 
 async def _read_uploads(files: list[UploadFile], settings: ServeSettings) -> list[tuple[str, bytes]]:
