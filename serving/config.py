@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -26,9 +27,15 @@ class ServeSettings(BaseSettings):
         "onnx", description="onnx: in-process ONNX Runtime (no Java); torchserve: forward to a TorchServe server"
     )
     model: Path | None = Field(None, description="the .onnx model for the onnx backend (make export writes it)")
-    threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads (default: all cores)")
+    # Defaults measured with `make bench` (docs/performance.md): one intra-op thread per request and as many
+    # requests at once as there are cores spend a third less CPU per image than two threads per forward pass.
+    threads: int | None = Field(
+        1, ge=1, description="ONNX Runtime intra-op threads per forward pass (more helps a lone request only)"
+    )
     inference_concurrency: int = Field(
-        2, ge=1, description="requests preprocessed and run at the same time; more only queue on a small CPU"
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="requests preprocessed and run at the same time (default: one per core); more only queue",
     )
     torchserve_url: str = Field("http://127.0.0.1:8080", description="TorchServe inference API")
     torchserve_model: str = Field("detector", description="model name registered in TorchServe")

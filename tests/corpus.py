@@ -11,6 +11,7 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from conftest import make_image
@@ -137,3 +138,20 @@ def hostile_corpus() -> list[CorpusFile]:
     ]
     files += [CorpusFile(f"orientation-{o}.jpg", _with_orientation(o), "image/jpeg", "answer") for o in range(1, 9)]
     return files
+
+
+def write_corpus(folder: Path) -> list[Path]:
+    """Every corpus file into ``folder`` under its own name (for make soak, or to try a server by hand)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for item in hostile_corpus():
+        (folder / item.name).write_bytes(item.data)
+        paths.append(folder / item.name)
+    return paths
+
+
+if __name__ == "__main__":  # python tests/corpus.py FOLDER
+    import sys
+
+    written = write_corpus(Path(sys.argv[1]))
+    print(f"wrote {len(written)} files to {sys.argv[1]}")

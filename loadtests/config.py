@@ -1,0 +1,198 @@
+"""Settings of the load tests and benchmarks, in one typed place: defaults, then ``DETECTOR_LOAD_<NAME>``, then flags.
+
+The Locust scenarios (``loadtests/locustfile.py``) run inside Locust's own process, so they read
+:class:`ScenarioSettings` from the environment; ``python -m loadtests.run`` and ``python -m
+loadtests.bench`` take the same fields as flags and hand them on through that environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+#: git-ignored home of everything the benchmarks build (models, archives, images, results)
+BENCH_DIR = ROOT / "runs" / "bench"
+ENV_PREFIX = "DETECTOR_LOAD_"
+
+Target = Literal["webapp", "baseline", "torchserve", "grpc"]
+
+#: where each target listens by default: make serve, the baseline, TorchServe REST and gRPC
+DEFAULT_HOSTS: dict[str, str] = {
+    "webapp": "http://127.0.0.1:8000",
+    "baseline": "http://127.0.0.1:8001",
+    "torchserve": "http://127.0.0.1:8080",
+    "grpc": "127.0.0.1:7070",
+}
+#: the Locust user class that drives each target (the baseline speaks the web app's API)
+USER_CLASSES: dict[str, str] = {
+    "webapp": "WebAppUser",
+    "baseline": "WebAppUser",
+    "torchserve": "TorchServeRestUser",
+    "grpc": "TorchServeGrpcUser",
+}
+
+
+ServerName = Literal["baseline", "torchserve", "torchserve-grpc", "webapp", "webapp-int8", "webapp-provenance"]
+SERVER_NAMES: tuple[ServerName, ...] = (
+    "baseline",
+    "torchserve",
+    "torchserve-grpc",
+    "webapp",
+    "webapp-int8",
+    "webapp-provenance",
+)
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_avoid_json=True,
+        extra="ignore",
+    )
+
+
+class ScenarioSettings(_Settings):
+    """What every Locust user needs: the images it sends and how to reach TorchServe."""
+
+    images: Path = Field(BENCH_DIR / "images", description="folder of image files; each request sends one of them")
+    image_count: int = Field(20, ge=1, description="photos generated into --images when it holds none")
+    torchserve_model: str = Field("detector", description="model name registered in TorchServe")
+    torchserve_token: SecretStr | None = Field(None, description="TorchServe inference token")
+    torchserve_key_file: Path = Field(
+        Path("key_file.json"), description="TorchServe's key_file.json, read when no token is given"
+    )
+    seed: int = Field(0, description="seed of the image choice, so runs send the same sequence")
+    odd_files: Path | None = Field(
+        None, description="folder of odd and hostile files that MixedWebAppUser sends among the photos (the soak)"
+    )
+    odd_share: float = Field(0.3, ge=0, le=1, description="share of MixedWebAppUser's requests that send an odd file")
+
+    def inference_token(self) -> str | None:
+        """The token given, else the inference key TorchServe wrote at start-up, else none (auth off)."""
+        if self.torchserve_token is not None:
+            return self.torchserve_token.get_secret_value()
+        if self.torchserve_key_file.is_file():
+            from handlers.config import read_token
+
+            return read_token(self.torchserve_key_file, "inference")
+        return None
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``DETECTOR_LOAD_*`` variables, for the Locust process."""
+        env = {
+            "IMAGES": str(self.images),
+            "TORCHSERVE_MODEL": self.torchserve_model,
+            "TORCHSERVE_KEY_FILE": str(self.torchserve_key_file),
+            "SEED": str(self.seed),
+            "ODD_SHARE": str(self.odd_share),
+        }
+        if self.odd_files is not None:
+            env["ODD_FILES"] = str(self.odd_files)
+        if self.torchserve_token is not None:
+            env["TORCHSERVE_TOKEN"] = self.torchserve_token.get_secret_value()
+        return {ENV_PREFIX + key: value for key, value in env.items()}
+
+
+class LoadtestSettings(ScenarioSettings):
+    """``python -m loadtests.run`` (``make loadtest``): one headless Locust run against one server."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m loadtests.run")
+
+    target: Target = Field("webapp", description="which server: webapp, baseline, torchserve (REST) or grpc")
+    host: str | None = Field(None, description="its address (default: the target's usual one, see DEFAULT_HOSTS)")
+    users: int = Field(4, ge=1, description="concurrent Locust users, each sending its next image on an answer")
+    spawn_rate: float | None = Field(None, gt=0, description="users started per second (default: all at once)")
+    duration: str = Field("30s", description="run time, Locust syntax: 30s, 2m, 1h30m")
+    output: Path | None = Field(None, description="folder for Locust's CSV and the summary (default: runs/loadtests/)")
+
+    @property
+    def address(self) -> str:
+        return self.host or DEFAULT_HOSTS[self.target]
+
+
+class BenchSettings(ScenarioSettings):
+    """``python -m loadtests.bench`` (``make bench``): every serving path in turn, one table."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m loadtests.bench")
+
+    servers: list[ServerName] = Field(
+        default_factory=lambda: list(SERVER_NAMES),
+        description="which to measure, in this order (torchserve-grpc loads the same TorchServe over gRPC; "
+        "webapp-int8 only when an int8 model exists or can be built; webapp-provenance: fp32 with the provenance "
+        "evidence on, as make serve runs it; the other webapp rows turn it off to do the same work as the rest)",
+    )
+    users: int = Field(8, ge=1, description="concurrent Locust users against every server")
+    duration: str = Field("40s", description="Locust run time per server")
+    work_dir: Path = Field(BENCH_DIR, description="models, archive, logs and results go here")
+    checkpoint: Path | None = Field(None, description="a .pt to measure (default: Lite0 at 224 px, untrained head)")
+    int8: Path | None = Field(None, description="an int8 .onnx (default: made with export/quantize.py if present)")
+    threads: int | None = Field(None, ge=1, description="intra-op threads of each server (default: all cores)")
+    torchserve_config: Path | None = Field(
+        None, description="model-config YAML packed into the archive (default: torchserve/model-config.yaml)"
+    )
+    start_timeout: float = Field(180.0, gt=0, description="seconds a server may take to give its first answer")
+    sample_interval: float = Field(0.2, gt=0, description="seconds between memory samples of the server")
+
+
+class BaselineSettings(BaseSettings):
+    """``python -m loadtests.baseline``: the naive reference server (eager PyTorch, one image per forward pass)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DETECTOR_BASELINE_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_prog_name="python -m loadtests.baseline",
+        extra="ignore",
+    )
+
+    checkpoint: Path = Field(description="a .pt checkpoint (runs/NAME/model.pt)")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8001, ge=0, le=65535)
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's, all cores)")
+
+
+class MicrobenchSettings(BaseSettings):
+    """``python -m loadtests.microbench`` (``make microbench``): the bare model and the preprocessing, timed."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX + "MICRO_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_avoid_json=True,
+        cli_prog_name="python -m loadtests.microbench",
+        extra="ignore",
+    )
+
+    work_dir: Path = Field(BENCH_DIR, description="models and the results (microbench.md/.json) go here")
+    images: Path = Field(BENCH_DIR / "images", description="photos for the model's inputs (generated when empty)")
+    checkpoint: Path | None = Field(None, description="a .pt to measure (default: Lite0 at 224 px, untrained head)")
+    int8: Path | None = Field(None, description="an int8 .onnx (default: made with export/quantize.py if present)")
+    no_int8: bool = Field(False, description="skip the int8 model")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], description="batch sizes timed")
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="intra-op threads")
+    min_seconds: float = Field(1.5, gt=0, description="each timed run lasts at least this long")
+    repeats: int = Field(3, ge=1, description="timed runs per measurement; the median is reported")
+    decode_repeats: int = Field(10, ge=1, description="decodes per JPEG and mode; the median is reported")
+
+
+class SoakSettings(ScenarioSettings):
+    """``python -m loadtests.soak`` (``make soak``): the web app under a long mix of photos and hostile files."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m loadtests.soak")
+
+    odd_files: Path = Field(BENCH_DIR / "odd-files", description="folder of odd and hostile files (make soak fills it)")
+    model: Path | None = Field(None, description="the .onnx to serve (default: the benchmark's Lite0 at 224 px)")
+    users: int = Field(4, ge=1, description="concurrent Locust users")
+    duration: str = Field("3m", description="run time, Locust syntax")
+    work_dir: Path = Field(BENCH_DIR, description="models, logs and results go here")
+    sample_interval: float = Field(1.0, gt=0, description="seconds between memory samples of the server")
+    max_growth_mb: float = Field(
+        100.0, gt=0, description="largest growth of the server's memory over the second half of the run that passes"
+    )

@@ -1,0 +1,85 @@
+"""The load tests and the baseline, on real processes: a short headless Locust run and the naive reference server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import make_image
+from corpus import write_corpus
+
+from loadtests.servers import RunningServer, baseline
+from loadtests.summary import read_summary
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few real image files, JPEG and PNG, of both kinds."""
+    folder = tmp_path_factory.mktemp("load-images")
+    for i, kind in enumerate(["ai", "real", "ai", "real"]):
+        image = make_image(kind, 700 + i, (120 + 8 * i, 96))
+        image.save(folder / f"{kind}_{i}.jpg", quality=90) if i % 2 else image.save(folder / f"{kind}_{i}.png")
+    return folder
+
+
+def test_headless_locust_run_writes_csv_and_summary(web_server: str, photos: Path, tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtests.run", "--target", "webapp", "--host", web_server, "--users", "2",
+         "--duration", "4s", "--images", str(photos), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "summary.txt"):
+        assert (output / name).is_file(), name
+    summary = read_summary(output / "locust_stats.csv")
+    assert summary.requests > 0
+    assert summary.failures == 0
+    assert summary.p50_ms > 0 and summary.p99_ms >= summary.p50_ms
+    assert json.loads((output / "summary.json").read_text())["requests"] == summary.requests
+    text = (output / "summary.txt").read_text()
+    assert "requests/s" in text and "p95" in text and "0 failed" in text
+    assert text.strip() in result.stdout
+
+
+def test_baseline_gives_the_web_apps_labels(trained_run: Path, web_server: str, photos: Path, tmp_path: Path) -> None:
+    """The naive eager-PyTorch server and the ONNX web app, same checkpoint: same label, same probabilities."""
+    spec = baseline(trained_run / "model.pt", threads=1)
+    with RunningServer(spec, tmp_path / "baseline.log", sample_interval=0.1) as server:
+        first = sorted(photos.iterdir())[0]
+        cold_start = server.wait_first_answer((first.name, first.read_bytes()), timeout=120)
+        for path in sorted(photos.iterdir()):
+            files = {"files": (path.name, path.read_bytes())}
+            ours = httpx.post(f"{spec.host}/predict", files=files, timeout=30).json()["results"][0]
+            theirs = httpx.post(f"{web_server}/predict", files=files, timeout=30).json()["results"][0]
+            assert ours["label"] == theirs["label"], (path.name, ours, theirs)
+            for name, probability in theirs["probabilities"].items():
+                assert ours["probabilities"][name] == pytest.approx(probability, abs=1e-4)
+        assert cold_start > 0
+        assert server.peak_megabytes > 50  # a Python process with torch and a model loaded
+    assert server.process is not None and server.process.poll() is not None  # stopped on leaving the block
+
+
+def test_short_soak_with_hostile_files_has_no_server_errors(exported_model: Path, photos: Path, tmp_path: Path) -> None:
+    """make soak, briefly: photos and the hostile corpus mixed; no 5xx, the server alive, figures printed."""
+    odd = tmp_path / "odd"
+    write_corpus(odd)
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtests.soak", "--model", str(exported_model), "--images", str(photos),
+         "--odd-files", str(odd), "--odd-share", "0.5", "--duration", "5s", "--users", "2",
+         "--work-dir", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(next((tmp_path / "work" / "soak").glob("*/soak.json")).read_text())
+    assert figures["server_errors"] == 0 and figures["server_alive"]
+    assert figures["odd_files"] > 0 and figures["refused"] > 0 and figures["photos"] > 0
+    assert "server errors   0" in result.stdout and "server memory" in result.stdout
