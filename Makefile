@@ -17,16 +17,17 @@ CHROMIUM   := /usr/bin/chromium
 PARAMS ?=
 ARGS   ?=
 
-.PHONY: help setup train tune evaluate export serve test lint clean
+.PHONY: help setup train tune evaluate export serve test lint clean archive java-check serve-torchserve stop-torchserve ts-manage grpc-stubs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-serve.txt requirements-torchserve.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required); set PYTHON=..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -50,12 +51,76 @@ export: $(STAMP)  ## export CHECKPOINT to ONNX_MODEL (model_store/detector.onnx)
 serve: export  ## the web app and upload page on http://127.0.0.1:8000 [ARGS="--host 0.0.0.0 --port 8000"]
 	$(BIN)/python -m serving --model $(ONNX_MODEL) $(ARGS)
 
+# int8 (docs/quantization.md): calibrated on CALIBRATION (a run folder: its train split; or a folder of images),
+# judged against fp32 on the run's test split; INT8_MODEL is kept only if it ships, the JSON report always.
+INT8_MODEL  ?= model_store/detector.int8.onnx
+CALIBRATION ?= $(patsubst %/,%,$(dir $(CHECKPOINT)))
+.PHONY: quantize
+quantize: export  ## int8 static QDQ model, kept only if faster and < 1 point less accurate [CALIBRATION=run|folder]
+	$(BIN)/python -m export.quantize --model $(ONNX_MODEL) --calibration $(CALIBRATION) --output $(INT8_MODEL) $(ARGS)
+
+# TorchServe (docs/torchserve.md). MAR_FORMAT=onnx packs the exported ONNX_MODEL (the default: ONNX Runtime in
+# the worker, ~6x faster than eager on a CPU); MAR_FORMAT=torch packs CHECKPOINT for eager PyTorch.
+MAR_NAME    ?= detector
+MAR_VERSION ?= 1.0
+MAR_FORMAT  ?= onnx
+MAR_MODEL   := $(if $(filter torch,$(MAR_FORMAT)),$(CHECKPOINT),$(ONNX_MODEL))
+TS_CONFIG   ?= torchserve/config.properties
+
+archive: $(STAMP) $(if $(filter onnx,$(MAR_FORMAT)),export)  ## TorchServe archive model_store/MAR_NAME.mar [MAR_FORMAT=onnx|torch MAR_VERSION=1.0]
+	@test -n "$(MAR_MODEL)" || { echo "error: no trained model yet: run make train DATA=path first (or pass CHECKPOINT=...)" >&2; exit 2; }
+	$(BIN)/python -m handlers.archive --model $(MAR_MODEL) --output model_store/$(MAR_NAME).mar --version $(MAR_VERSION)
+
+java-check:  ## fail clearly when TorchServe's Java 17 is missing
+	@if [ -n "$$JAVA_HOME" ]; then test -x "$$JAVA_HOME/bin/java"; else command -v java >/dev/null 2>&1; fi || \
+	{ echo "error: TorchServe needs Java 17 and found no java (on PATH, or in JAVA_HOME when set): apt-get install openjdk-17-jre-headless" >&2; exit 1; }
+
+serve-torchserve: java-check archive  ## TorchServe on 127.0.0.1 (REST 8080/8081/8082, gRPC 7070/7071); tokens in ./key_file.json
+	$(BIN)/torchserve --start --foreground --ts-config $(TS_CONFIG) --model-store model_store --ncs
+
+stop-torchserve: $(STAMP)  ## stop the TorchServe started by serve-torchserve
+	$(BIN)/torchserve --stop
+
+ts-manage: $(STAMP)  ## TorchServe management: make ts-manage ARGS="list | describe detector | register detector-v2.mar | set-default detector 2.0 | scale detector --min-workers 2"
+	$(BIN)/python -m handlers.manage $(ARGS)
+
+grpc-stubs: $(STAMP)  ## generate TorchServe's gRPC stubs into handlers/grpc_gen/ (git-ignored)
+	$(BIN)/python -m handlers.grpc_stubs
+
+# Load tests and benchmarks (docs/performance.md). make loadtest loads one running server with Locust (headless)
+# and writes Locust's CSV and a summary under runs/loadtests/; make bench starts every serving path in turn.
+TARGET   ?= webapp
+USERS    ?= 4
+DURATION ?= 30s
+HOST     ?=
+.PHONY: loadtest bench microbench soak
+loadtest: $(STAMP) $(if $(filter grpc,$(TARGET)),grpc-stubs)  ## Locust vs a running server: make loadtest TARGET=webapp|baseline|torchserve|grpc USERS=4 DURATION=30s [HOST=url]
+	$(BIN)/python -m loadtests.run --target $(TARGET) --users $(USERS) --duration $(DURATION) $(if $(HOST),--host $(HOST)) $(ARGS)
+
+bench: $(STAMP)  ## every serving path side by side (baseline, TorchServe REST+gRPC, web app fp32/int8), ~5 min [ARGS="--duration 60s"]
+	$(BIN)/python -m loadtests.bench $(ARGS)
+
+soak: $(STAMP)  ## the web app under a mix of photos and the tests' hostile files (loopback, ~3 min) [ARGS="--duration 10m"]
+	$(BIN)/python tests/corpus.py runs/bench/odd-files
+	$(BIN)/python -m loadtests.soak --odd-files runs/bench/odd-files $(ARGS)
+
+microbench: $(STAMP)  ## bare-model images/s at batch 1/8/32 (eager, ONNX fp32, int8), share of FLOP peak, JPEG decode cost
+	$(BIN)/python -m loadtests.microbench $(ARGS)
+
+# Container images (docker/README.md): the model is built here first, then copied in.
+.PHONY: docker-web docker-torchserve
+docker-web: export  ## image of the web app on ONNX Runtime (no torch, no Java): real-vs-ai-web
+	docker build -f docker/web.Dockerfile -t real-vs-ai-web .
+
+docker-torchserve: archive  ## image of TorchServe with model_store/detector.mar: real-vs-ai-torchserve
+	docker build -f docker/torchserve.Dockerfile -t real-vs-ai-torchserve .
+
 # The page tests drive Debian's Chromium (never a downloaded browser).
 $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; \
 	else echo "error: the page tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi
 
-test: $(STAMP) $(CHROMIUM)  ## run the test suite
+test: $(STAMP) $(CHROMIUM) grpc-stubs  ## run the test suite
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)  ## ruff

@@ -18,6 +18,7 @@ of its own.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,13 @@ def save_checkpoint(path: Path | str, checkpoint: Checkpoint) -> Path:
 
 def load_checkpoint(path: Path | str) -> Checkpoint:
     """Read a checkpoint safely (``weights_only=True``) and check its format."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # weights_only refuses pickled objects other than tensors and plain data: such a file may run code
+        raise ValueError(
+            f"{path} was refused: it holds pickled objects other than tensors and plain data ({error!s:.200})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} checkpoint")
     return Checkpoint(

@@ -181,3 +181,26 @@ def test_malformed_requests_get_a_4xx_without_internals(web_server: str, kwargs:
     response = httpx.post(f"{web_server}/predict", timeout=30, **kwargs)
     assert response.status_code in (400, status), response.text[:300]
     assert "Traceback" not in response.text and 'File "' not in response.text
+
+
+class _RunsCodeWhenUnpickled:
+    """What a malicious checkpoint holds: unpickling it would create ``path`` (any call would do)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.path,))
+
+
+def test_checkpoints_with_pickled_code_are_refused(tmp_path: Path) -> None:
+    import torch
+
+    from detector.checkpoint import FORMAT, load_model
+
+    marker = tmp_path / "code-ran"
+    malicious = tmp_path / "model.pt"
+    torch.save({"format": FORMAT, "state_dict": {}, "metadata": _RunsCodeWhenUnpickled(marker)}, malicious)
+    with pytest.raises(ValueError, match="refused"):
+        load_model(malicious)
+    assert not marker.exists()

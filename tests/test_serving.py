@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import make_image
+from conftest import free_port, make_image
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -111,3 +115,32 @@ def test_real_uvicorn_process(web_server: str, exported_model: Path) -> None:
     assert result["label"] == expected["label"]
     np.testing.assert_allclose(result["probabilities"]["ai"], expected["ai"], atol=1e-6)
     assert httpx.get(f"{web_server}/healthz").json() == {"status": "ok"}
+
+
+def test_web_app_runs_without_torch(exported_model: Path, tmp_path: Path) -> None:
+    """The served path needs only requirements-serve.txt (the web image has no torch): import of torch fails here."""
+    port = free_port()
+    script = (
+        "import runpy, sys; sys.modules['torch'] = None; "  # any `import torch` now raises ImportError
+        f"sys.argv = ['serving', '--model', {str(exported_model)!r}, '--port', '{port}']; "
+        "runpy.run_module('serving', run_name='__main__')"
+    )
+    log = tmp_path / "server.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen([sys.executable, "-c", script], stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        image = io.BytesIO()
+        make_image("real", 5).save(image, format="JPEG")
+        response = httpx.post(f"{url}/predict", files=[("files", ("a.jpg", image.getvalue(), "image/jpeg"))])
+        assert response.status_code == 200, log.read_text()[-3000:]
+        assert response.json()["results"][0]["label"] in ("ai", "real")
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
