@@ -91,3 +91,23 @@ def test_several_files_and_a_rejected_one_without_javascript(
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "upload-page-phone-nojs.png"), full_page=True)
     context.close()
+
+
+def test_evidence_in_the_file_is_listed_under_the_verdict(browser: Browser, web_server: str, tmp_path: Path) -> None:
+    """A PNG carrying AUTOMATIC1111's generation settings: the evidence decides, and the page says why."""
+    from provenance_files import a1111_png
+
+    stamped = tmp_path / "render.png"
+    stamped.write_bytes(a1111_png())
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    page.goto(web_server)
+    page.set_input_files("#files", str(stamped))
+    page.get_by_role("button", name="Check images").click()
+    result = page.locator('li.result[data-filename="render.png"]')
+    expect(result.locator(".label")).to_have_text("AI-generated", timeout=30_000)
+    expect(result).to_contain_text("Decided by the file's own evidence")
+    evidence = result.get_by_role("list", name="Provenance evidence")
+    expect(evidence).to_contain_text("AUTOMATIC1111")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "upload-page-evidence.png"), full_page=True)
+    page.close()
