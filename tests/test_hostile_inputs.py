@@ -204,3 +204,16 @@ def test_checkpoints_with_pickled_code_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="refused"):
         load_model(malicious)
     assert not marker.exists()
+
+
+def test_a_prediction_past_the_request_timeout_answers_504(exported_model: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.config import ServeSettings
+
+    settings = ServeSettings(model=exported_model, request_timeout=0.000001)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/predict", files=[("files", ("good.jpg", _good_jpeg(), "image/jpeg"))])
+        assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+        assert client.get("/readyz").status_code == 200

@@ -347,6 +347,18 @@ def test_hostile_corpus_through_rest_and_grpc(torchserve: TorchServe, images: li
     assert httpx.get(f"{torchserve.inference}/ping", headers=torchserve.headers(), timeout=5).status_code == 200
 
 
+def test_bodies_over_the_request_size_limit_are_refused(torchserve: TorchServe) -> None:
+    """config.properties' max_request_size (20 MiB): TorchServe refuses larger bodies before any worker sees them."""
+    response = httpx.post(
+        f"{torchserve.inference}/predictions/detector",
+        content=b"\xff" * (21 * 1024 * 1024),
+        headers=torchserve.headers(),
+        timeout=60,
+    )
+    assert response.status_code == 413, response.text[:300]
+    assert httpx.get(f"{torchserve.inference}/ping", headers=torchserve.headers(), timeout=5).status_code == 200
+
+
 def test_answers_carry_provenance_evidence(torchserve: TorchServe, images: list[Path]) -> None:
     """The archive's model config turns evidence on: generator settings in a PNG decide the verdict."""
     stamped = _predict(torchserve, a1111_png()).json()
