@@ -14,8 +14,8 @@ A file that cannot be decoded gets its own answer ``{"code": "not_an_image", "me
 answered as usual.
 
 Two model formats sit behind the same contract, chosen by the archive's serialized file: an
-exported ``.onnx`` run by ONNX Runtime inside the worker (the default archive: about six times
-faster than eager on a CPU) and a ``.pt`` checkpoint run by eager PyTorch.
+exported ``.onnx`` run by ONNX Runtime inside the worker (the default archive: about three times
+faster than eager on a CPU, docs/performance.md) and a ``.pt`` checkpoint run by eager PyTorch.
 
 TorchServe loads this file as a top-level module from the archive, next to the ``detector/``
 package that ``handlers.archive`` packs beside it. The module-level :func:`handle` is the entry
