@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import FastAPI, File, Request, UploadFile
@@ -155,12 +155,28 @@ async def _classify(request: Request, files: list[UploadFile]) -> list[tuple[Fil
         (_result(name, prediction, version), data)
         for (name, data), prediction in zip(uploads, predictions, strict=True)
     ]
-    answered = [(result, data) for result, data in classified if result.error is None]
-    verdicts = await weigh([(data, str(result.label)) for result, data in answered], request.app.state.provenance)
-    for (result, _), verdict in zip(answered, verdicts, strict=True):
-        result.verdict, result.verdict_source, result.verdict_reason = verdict.label, verdict.source, verdict.reason
-        result.evidence = [EvidenceItem(**item.to_dict()) for item in verdict.evidence]
+    # evidence the backend already weighed (TorchServe's handler) is taken as it is; the rest is read here
+    to_weigh = []
+    for (result, data), prediction in zip(classified, predictions, strict=True):
+        if result.error is None and prediction.provenance is not None:
+            _set_provenance(result, **prediction.provenance)
+        elif result.error is None:
+            to_weigh.append((result, data))
+    verdicts = await weigh([(data, str(result.label)) for result, data in to_weigh], request.app.state.provenance)
+    for (result, _), verdict in zip(to_weigh, verdicts, strict=True):
+        _set_provenance(result, **verdict.to_dict())
     return classified
+
+
+def _set_provenance(
+    result: FileResult,
+    verdict: str,
+    verdict_source: Literal["model", "evidence"],
+    verdict_reason: str,
+    evidence: list[dict[str, Any]],
+) -> None:
+    result.verdict, result.verdict_source, result.verdict_reason = verdict, verdict_source, verdict_reason
+    result.evidence = [EvidenceItem(**item) for item in evidence]
 
 
 async def _read_uploads(files: list[UploadFile], settings: ServeSettings) -> list[tuple[str, bytes]]:

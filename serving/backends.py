@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import httpx
@@ -28,6 +28,13 @@ class Prediction:
     decision: Decision | None
     error: ImageDecodeError | None
     time_ms: float
+    #: the provenance fields (verdict, verdict_source, verdict_reason, evidence) when the backend already
+    #: weighed them (TorchServe with ``handler.evidence`` on), so the web app does not read the file again
+    provenance: dict[str, Any] | None = None
+
+
+#: the answer fields of provenance.Verdict.to_dict(), as TorchServe's handler adds them
+PROVENANCE_FIELDS = ("verdict", "verdict_source", "verdict_reason", "evidence")
 
 
 class Backend(Protocol):
@@ -115,7 +122,8 @@ class TorchServeBackend:
             if response.status_code == 200 and "label" in body:
                 self.version = body.get("model_version", self.version)
                 decision = Decision(body["label"], float(body["confidence"]), body["probabilities"])
-                results[index] = Prediction(decision, None, elapsed)
+                weighed = {key: body[key] for key in PROVENANCE_FIELDS if key in body}
+                results[index] = Prediction(decision, None, elapsed, weighed if "verdict" in weighed else None)
             else:
                 reason = body.get("code", "not_an_image") if isinstance(body, dict) else "not_an_image"
                 message = body.get("message", response.text) if isinstance(body, dict) else response.text

@@ -379,6 +379,7 @@ def test_web_app_with_the_torchserve_backend(
     with running_web_server(exported_model, tmp_path / "web.log", **settings) as url:
         files = [("files", (path.name, path.read_bytes())) for path in images]
         files.append(("files", ("notes.txt", b"not an image")))
+        files.append(("files", ("render.png", a1111_png())))
         response = httpx.post(f"{url}/predict", files=files, timeout=60)
     assert response.status_code == 200, response.text + (tmp_path / "web.log").read_text()[-3000:]
     results = response.json()["results"]
@@ -393,6 +394,9 @@ def test_web_app_with_the_torchserve_backend(
         "message": "the file is not an image in a supported format",
         "status": 415,
     }
+    # the evidence TorchServe's handler weighed comes through the web app
+    assert (results[3]["verdict"], results[3]["verdict_source"]) == ("ai", "evidence")
+    assert results[3]["evidence"] == _predict(torchserve, a1111_png()).json()["evidence"]
 
 
 def test_register_a_second_version_and_make_it_the_default(
