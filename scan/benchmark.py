@@ -24,7 +24,9 @@ SIZES = [(640, 480), (1024, 768), (1600, 1200), (2048, 1536), (4000, 3000)]
 
 
 class BenchSettings(BaseSettings):
-    model_config = SettingsConfigDict(cli_kebab_case=True, cli_prog_name="python -m scan.benchmark")
+    model_config = SettingsConfigDict(
+        cli_kebab_case=True, cli_implicit_flags=True, cli_prog_name="python -m scan.benchmark"
+    )
 
     images: int = Field(300, ge=1, description="JPEGs in the benchmark folder")
     model: Path | None = Field(None, description=".onnx to measure (default: Lite0 at 224 px, untrained head)")
@@ -32,6 +34,7 @@ class BenchSettings(BaseSettings):
     actors: int = Field(2, ge=1, description="Ray Data scoring actors")
     batch_size: int = Field(16, ge=1)
     seed: int = 0
+    evidence: bool = Field(True, description="read provenance evidence too, as both tools do by default")
 
 
 def make_folder(root: Path, count: int, seed: int) -> Path:
@@ -73,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         folder = make_folder(work / "photos", settings.images, settings.seed)
         model = settings.model or default_model(work)
         megabytes = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
-        print(f"{settings.images} JPEGs, {megabytes:.0f} MB, sizes {SIZES[0]} to {SIZES[-1]}; model {model.name}")
+        print(
+            f"{settings.images} JPEGs, {megabytes:.0f} MB, sizes {SIZES[0]} to {SIZES[-1]}; model {model.name}; "
+            f"provenance evidence {'on' if settings.evidence else 'off'}"
+        )
 
         cli = run_scan(
             ScanSettings(
@@ -82,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 output=work / "report",
                 workers=settings.workers,
                 batch_size=settings.batch_size,
+                evidence=settings.evidence,
             )
         )
         print(f"CLI (detector-scan, {settings.workers} decode threads): {cli['images_per_second']} images/s")
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             output=str(work / "parquet"),
             actors=settings.actors,
             batch_size=settings.batch_size,
+            evidence=settings.evidence,
         )
         started = time.perf_counter()
         start_ray(ray_settings)
