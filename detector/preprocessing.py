@@ -45,6 +45,18 @@ _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 #: file name suffixes of the formats the detector reads when it scans folders
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (recursively, by suffix), sorted; none when it is not a folder.
+
+    The one definition of "the images in a folder" for training data, calibration, parity checks,
+    the scanner and the load tests.
+    """
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 _RESAMPLERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,

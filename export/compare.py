@@ -22,7 +22,8 @@ from sklearn.metrics import roc_auc_score
 from detector.calibration import calibrated_probabilities, decide
 from detector.labels import AI, class_index
 from detector.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector, available_providers
-from export.images import LabelledImage, preprocess_all
+from export.images import preprocess_all
+from training.data import Sample
 
 OptimizationLevel = Literal["disable", "basic", "extended", "all"]
 _LEVELS: dict[str, ort.GraphOptimizationLevel] = {
@@ -60,7 +61,7 @@ class AccuracyComparison:
 
 
 def compare_accuracy(
-    fp32: OnnxDetector, int8: OnnxDetector, images: list[LabelledImage], batch_size: int = 16
+    fp32: OnnxDetector, int8: OnnxDetector, images: list[Sample], batch_size: int = 16
 ) -> AccuracyComparison:
     """Accuracy of each model, their agreement and their largest probability difference on ``images``."""
     if not images:

@@ -8,40 +8,30 @@ own metadata (``OnnxDetector.preprocess``), exactly as the web app feeds it.
 
 from __future__ import annotations
 
-import csv
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from detector.onnx_runtime import INPUT_NAME
-from detector.preprocessing import IMAGE_SUFFIXES, ImageDecodeError
+from detector.preprocessing import ImageDecodeError, list_images
+from training.data import Sample, read_manifest
 
 log = logging.getLogger("export.quantize")
 
 SPLIT_FILE = "split.csv"
 
 
-@dataclass(frozen=True)
-class LabelledImage:
-    path: Path
-    label: str
-
-
 def is_run_folder(path: Path) -> bool:
     return path.is_dir() and (path / SPLIT_FILE).is_file()
 
 
-def split_images(run: Path, split: str) -> list[LabelledImage]:
+def split_images(run: Path, split: str) -> list[Sample]:
     """The images of one split of a training run, as listed in its ``split.csv``."""
-    with (run / SPLIT_FILE).open(newline="") as handle:
-        return [
-            LabelledImage(Path(row["path"]), row["label"]) for row in csv.DictReader(handle) if row["split"] == split
-        ]
+    return [sample for sample in read_manifest(run / SPLIT_FILE) if sample.split == split]
 
 
 def calibration_images(source: Path, limit: int, seed: int = 0) -> list[Path]:
@@ -49,7 +39,7 @@ def calibration_images(source: Path, limit: int, seed: int = 0) -> list[Path]:
     if is_run_folder(source):
         found = [image.path for image in split_images(source, "train")]
     elif source.is_dir():
-        found = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = list_images(source)
     else:
         raise FileNotFoundError(f"no calibration folder or run folder at {source}")
     if not found:

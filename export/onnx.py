@@ -8,7 +8,6 @@ fails the export when their calibrated probabilities differ by 1e-4 or more.
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 import warnings
@@ -24,7 +23,8 @@ from detector.calibration import calibrated_probabilities
 from detector.checkpoint import load_model
 from detector.metadata import CheckpointMetadata
 from detector.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, OnnxDetector
-from detector.preprocessing import IMAGE_SUFFIXES, ImageDecodeError, preprocess
+from detector.preprocessing import ImageDecodeError, list_images, preprocess
+from training.data import read_manifest
 
 log = logging.getLogger("export")
 
@@ -101,11 +101,10 @@ def parity_images(checkpoint: Path, given: list[Path], limit: int) -> list[Path]
     """The images named (files or folders), else the checkpoint's run's validation and test images."""
     found: list[Path] = []
     for item in given:
-        found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir() else [item]
+        found += list_images(item) if item.is_dir() else [item]
     split = checkpoint.parent / "split.csv"
     if not found and split.is_file():
-        with split.open(newline="") as handle:
-            found = [Path(row["path"]) for row in csv.DictReader(handle) if row["split"] in ("val", "test")]
+        found = [sample.path for sample in read_manifest(split) if sample.split in ("val", "test")]
     return found[:limit]
 
 

@@ -227,8 +227,9 @@ def recalibrate(settings: QuantizeSettings, run: Path, recipe: dict[str, Any]) -
 def evaluate(settings: QuantizeSettings, run: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     """Compare both models on the run's test split and on the clock; print the table and the verdict."""
     fp32, int8 = OnnxDetector(settings.model), OnnxDetector(settings.output)
-    accuracy = compare_accuracy(fp32, int8, split_images(run, "test"))
-    sample, _ = preprocess_all([image.path for image in split_images(run, "test")[:8]], fp32.preprocess)
+    test = split_images(run, "test")
+    accuracy = compare_accuracy(fp32, int8, test)
+    sample, _ = preprocess_all([image.path for image in test[:8]], fp32.preprocess)
     throughput = measure_throughput(
         settings.model,
         settings.output,

@@ -28,9 +28,10 @@ from pathlib import Path
 
 from pydantic_settings import CliApp
 
+from detector.preprocessing import list_images
 from loadtests import artefacts, servers
 from loadtests.config import USER_CLASSES, BenchSettings, ScenarioSettings
-from loadtests.images import ImagePool, image_files
+from loadtests.images import ImagePool
 from loadtests.machine import describe
 from loadtests.run import run_locust
 
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (
         f"{describe()}; {settings.users} Locust users for {settings.duration} per server, one image per request, "
-        f"{len(image_files(settings.images))} photos from {settings.images}; model {checkpoint.name}"
+        f"{len(list_images(settings.images))} photos from {settings.images}; model {checkpoint.name}"
     )
     table = format_table(rows)
     print("\n" + header + "\n\n" + table)

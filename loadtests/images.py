@@ -11,24 +11,17 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from detector.preprocessing import IMAGE_SUFFIXES
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files of ``folder`` (searched recursively), in a stable order."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+from detector.preprocessing import list_images
 
 
 def ensure_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
     """The folder's images, generating ``count`` photos first when it holds none."""
-    files = image_files(folder)
+    files = list_images(folder)
     if not files:
         from scan.benchmark import make_folder
 
         make_folder(folder, count, seed)
-        files = image_files(folder)
+        files = list_images(folder)
     return files
 
 

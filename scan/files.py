@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from detector.preprocessing import IMAGE_SUFFIXES
+from detector.preprocessing import list_images
 
 
 def expand(inputs: list[Path], paths_from: Path | None = None) -> Iterator[str]:
@@ -18,7 +18,7 @@ def expand(inputs: list[Path], paths_from: Path | None = None) -> Iterator[str]:
         named += [Path(line.strip()) for line in lines if line.strip()]
     for item in named:
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = list_images(item)
         else:
             found = [item]
         for path in found:

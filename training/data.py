@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, default_collate
 
 from detector.labels import CLASSES, class_index
-from detector.preprocessing import IMAGE_SUFFIXES, ImageDecodeError, PreprocessConfig, image_to_array, load_image
+from detector.preprocessing import ImageDecodeError, PreprocessConfig, image_to_array, list_images, load_image
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ class Sample:
     path: Path
     label: str
     split: str | None = None
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def discover(source: Path) -> list[Sample]:
@@ -64,7 +60,7 @@ def discover(source: Path) -> list[Sample]:
     samples: list[Sample] = []
     for root, split in roots:
         for label in CLASSES:
-            samples += [Sample(path, label, split) for path in _images_in(root / label)]
+            samples += [Sample(path, label, split) for path in list_images(root / label)]
     if not samples:
         raise ValueError(f"no images found under {source}; expected subfolders {list(CLASSES)}")
     return samples
