@@ -60,26 +60,32 @@ def decode(detector: Detector, source: ImageSource, max_pixels: int = DEFAULT_MA
         return error
 
 
-def inspect_file(source: ImageSource, settings: ProvenanceSettings) -> list[Evidence]:
-    """The provenance evidence of one file (never raises for a bad file; reads at most the size cap)."""
-    try:
-        if isinstance(source, bytes | bytearray | memoryview):
-            data = bytes(source)
-        elif isinstance(source, str | os.PathLike):
-            with open(source, "rb") as handle:
-                data = handle.read(settings.max_bytes + 1)
-        else:
-            data = source.read(settings.max_bytes + 1)
-    except OSError:
-        return []
-    return inspect(data, settings)
+def _read(source: ImageSource, limit: int) -> bytes:
+    """At most ``limit`` bytes of a file given by path, as bytes, or as an open binary file."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as handle:
+            return handle.read(limit)
+    return source.read(limit)
 
 
 def prepare(
     detector: Detector, source: ImageSource, max_pixels: int, provenance: ProvenanceSettings | None
 ) -> tuple[Decoded, list[Evidence]]:
-    """One file's model input (or the reason it has none) and, when ``provenance`` is given, its evidence."""
-    return decode(detector, source, max_pixels), inspect_file(source, provenance) if provenance else []
+    """One file's model input (or the reason it has none) and, when ``provenance`` is given, its evidence.
+
+    With evidence on, the file is read once and both the model and the provenance checks take its
+    bytes; a file over the provenance size cap is decoded from its source instead (the checks refuse it).
+    """
+    if provenance is None:
+        return decode(detector, source, max_pixels), []
+    try:
+        data = _read(source, provenance.max_bytes + 1)
+    except OSError as error:
+        return error, []
+    whole = len(data) <= provenance.max_bytes
+    return decode(detector, data if whole else source, max_pixels), inspect(data, provenance)
 
 
 def score(
