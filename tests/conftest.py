@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from handlers.local_server import free_port
 
 
 def make_image(kind: str, seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
@@ -92,12 +93,6 @@ def exported_model(trained_run: Path) -> Path:
     output = trained_run / "model.onnx"
     run_module("export.onnx", "--checkpoint", str(trained_run / "model.pt"), "--output", str(output))
     return output
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
