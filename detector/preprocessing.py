@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +37,11 @@ DEFAULT_MAX_PIXELS = 64_000_000
 
 # Pillow's own decompression-bomb guard, set explicitly rather than left at its default: a backstop
 # for any code that opens images without going through load_image (which checks max_pixels from
-# the header first). Pillow warns above this and refuses above twice this.
+# the header first). Pillow warns above this and refuses above twice this, from inside Image.open,
+# so load_image raises it to any larger max_pixels it is asked for (_guard_at_least): otherwise a
+# limit set above 2 x 64 MP could never be reached, and the refusal would name Pillow's number.
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+_GUARD_LOCK = threading.Lock()
 
 #: modes holding more than 8 bits per sample: 16-bit PNG/TIFF ("I;16*", "I") and float TIFF ("F")
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -132,6 +136,19 @@ def _open(source: ImageSource) -> Image.Image:
     return Image.open(source)
 
 
+def _guard_at_least(max_pixels: int) -> None:
+    """Raise Pillow's global bomb guard to ``max_pixels`` when it is lower; never lower it.
+
+    The guard is process-wide, and servers decode in several threads: the lock makes the raise
+    monotonic, so a thread asking for a smaller limit cannot undo a larger one another asked for.
+    """
+    guard = Image.MAX_IMAGE_PIXELS
+    if guard is not None and guard < max_pixels:
+        with _GUARD_LOCK:
+            if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+                Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def load_image(
     source: ImageSource,
     *,
@@ -145,6 +162,7 @@ def load_image(
     ``max_pixels`` is checked against the header, before the pixels are decoded, so a
     decompression bomb costs nothing.
     """
+    _guard_at_least(max_pixels)
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below replaces Pillow's global bomb warning.
@@ -170,9 +188,9 @@ def load_image(
     except UnidentifiedImageError:
         raise ImageDecodeError("not_an_image", "the file is not an image in a supported format") from None
     except Image.DecompressionBombError:
-        raise ImageDecodeError(
-            "too_large", f"the image is too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)"
-        ) from None
+        # Pillow refused from the header inside Image.open, above twice its guard (>= max_pixels): the
+        # caller's limit is the one the image broke, and the one to name
+        raise ImageDecodeError("too_large", f"the image has more pixels than the limit of {max_pixels:,}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError/EOFError.
         raise ImageDecodeError("truncated", f"the image data is truncated or corrupt ({error})") from None
