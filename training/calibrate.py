@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import warnings
 
 import numpy as np
@@ -9,6 +11,13 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_curve
+
+log = logging.getLogger(__name__)
+
+#: Fewer validation images than this and a fitted temperature is mostly noise: the NLL of a handful of
+#: images is minimised by an extreme T (a tiny split the model gets right drives T to its 0.05 bound), and
+#: the confidence it produces means nothing. Temperature scaling is usually fitted on thousands.
+MIN_TEMPERATURE_IMAGES = 100
 
 #: log-temperature search interval: T in [0.05, 20] covers any network worth calibrating
 _LOG_T_BOUNDS = (float(np.log(0.05)), float(np.log(20.0)))
@@ -30,6 +39,13 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise ValueError("cannot fit a temperature on zero validation images")
+    if len(labels) < MIN_TEMPERATURE_IMAGES:
+        log.warning(
+            "calibration: the temperature is fitted on only %d validation images (fewer than %d): the confidence "
+            "it gives will not mean what it says; use a larger validation split (--val-fraction, or more data)",
+            len(labels),
+            MIN_TEMPERATURE_IMAGES,
+        )
     result = minimize_scalar(_nll, bounds=_LOG_T_BOUNDS, args=(logits, labels), method="bounded")
     return float(np.exp(result.x))
 
@@ -45,6 +61,20 @@ def threshold_for_fpr(p_ai: np.ndarray, labels: np.ndarray, target_fpr: float = 
     is_ai = np.asarray(labels) == ai_index
     if is_ai.all():
         raise ValueError("cannot choose a threshold for a false-positive rate without real images")
+    real = int((~is_ai).sum())
+    # the false-positive rate measured on n real images moves in steps of 1/n: below 1/target it cannot
+    # tell the target from zero, and the threshold lands wherever this split's highest real score is
+    needed = math.ceil(1 / target_fpr - 1e-9) if target_fpr > 0 else MIN_TEMPERATURE_IMAGES
+    if real < needed:
+        log.warning(
+            "calibration: the threshold for a %g%% false-positive rate is chosen on only %d real images (the "
+            "rate moves in steps of %.1f%%): it will not hold on new photos; use at least %d real images in "
+            "the validation split",
+            100 * target_fpr,
+            real,
+            100 / real,
+            needed,
+        )
     with warnings.catch_warnings():
         # without ai images the TPR is undefined, but the FPR this needs is still well defined
         warnings.simplefilter("ignore", UndefinedMetricWarning)
