@@ -9,9 +9,9 @@ threshold from the same metadata turn logits into answers (:mod:`detector.calibr
     {"label": "ai", "confidence": 0.97, "probabilities": {"ai": 0.97, "real": 0.03},
      "model_version": "...", "archive_version": "1.0", "runtime": "onnxruntime"}
 
-A file that cannot be decoded gets its own answer ``{"code": "not_an_image", "message": ...,
-"status": 415}`` with that HTTP status (``context.set_response_status``); the rest of the batch is
-answered as usual.
+A file that cannot be decoded gets its own answer ``{"error": {"code": "not_an_image", "message": ...,
+"status": 415}}`` (the web app's one error shape) with that HTTP status
+(``context.set_response_status``); the rest of the batch is answered as usual.
 
 Two model formats sit behind the same contract, chosen by the archive's serialized file: an
 exported ``.onnx`` run by ONNX Runtime inside the worker (the default archive: about three times
@@ -178,7 +178,7 @@ class DetectorHandler(BaseHandler):
         status = STATUS_FOR_REASON.get(error.reason, 422)
         self.context.set_response_status(status, error.reason, position)
         self._count(REJECTED_METRIC, "Code", error.reason)
-        return {"code": error.reason, "message": str(error), "status": status}
+        return {"error": {"code": error.reason, "message": str(error), "status": status}}
 
     def _count(self, metric: str, dimension: str, value: str) -> None:
         """Add one to a custom counter; dimensions in the order torchserve/metrics.yaml declares them."""

@@ -21,6 +21,7 @@ from pydantic_settings import CliApp
 from detector.preprocessing import ImageDecodeError
 from detector.torch_runtime import TorchDetector
 from loadtests.config import BaselineSettings
+from serving.backends import STATUS_FOR_REASON
 
 
 def create_app(settings: BaselineSettings) -> FastAPI:
@@ -39,7 +40,9 @@ def create_app(settings: BaselineSettings) -> FastAPI:
             try:
                 batch = detector.preprocess(upload.file.read())[None]
             except ImageDecodeError as error:
-                results.append({"filename": upload.filename, "error": {"code": error.reason, "message": str(error)}})
+                status = STATUS_FOR_REASON.get(error.reason, 422)
+                error_fields = {"code": error.reason, "message": str(error), "status": status}
+                results.append({"filename": upload.filename, "error": error_fields})
                 continue
             decision = detector.classify(batch)[0]
             results.append(

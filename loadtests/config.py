@@ -196,3 +196,22 @@ class SoakSettings(ScenarioSettings):
     max_growth_mb: float = Field(
         100.0, gt=0, description="largest growth of the server's memory over the second half of the run that passes"
     )
+
+
+class BurstSettings(_Settings):
+    """``python -m loadtests.burst``: a burst of large concurrent uploads; the web app's peak and settled memory."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m loadtests.burst")
+
+    model: Path | None = Field(None, description="the .onnx to serve (default: the benchmark's Lite0 at 224 px)")
+    images: Path = Field(BENCH_DIR / "images", description="photos for the benchmark's default model")
+    requests: int = Field(8, ge=1, description="requests sent at the same moment")
+    files_per_request: int = Field(16, ge=1, description="files in each request (the web app's default limit: 16)")
+    file_mib: float = Field(19.0, gt=0, description="size of each file: a noise JPEG of about this many MiB")
+    rounds: int = Field(2, ge=1, description="bursts in a row (a leak or fragmentation grows from one to the next)")
+    settle: float = Field(20.0, ge=0, description="seconds of quiet after the last burst before memory is read")
+    server_args: list[str] = Field(
+        default_factory=list, description="extra flags for python -m serving, e.g. --max-upload-memory 268435456"
+    )
+    work_dir: Path = Field(BENCH_DIR, description="models, logs and results go here")
+    sample_interval: float = Field(0.2, gt=0, description="seconds between memory samples of the server")

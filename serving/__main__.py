@@ -9,6 +9,7 @@ from pydantic_settings import CliApp
 
 from serving.app import create_app
 from serving.config import ServeSettings
+from serving.protocol import with_header_timeout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +21,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        # h11 with a deadline on each request's headers: uvicorn has none of its own (serving/protocol.py)
+        http=with_header_timeout(settings.header_timeout),
+    )
     return 0
 
 

@@ -2,9 +2,13 @@
 
 Status codes: 200 when at least one file got an answer (each file then carries its own result or
 error); when every file is refused, the status of the first refusal: 413 too large, 415 not an
-image, 422 empty or corrupt; 400 for too many files; 504 when the prediction outlasts the timeout.
-Error bodies are short sentences, never stack traces.  Uploaded bytes stay in memory and are
-never written to disk under their own names.
+image, 422 empty or corrupt; 400 for too many files; 408 when the body does not arrive in time;
+422 for a request that is not a multipart form with ``files``; 503 (with Retry-After) when the
+upload memory budget is full or the backend cannot be reached; 502 when the backend refuses the
+server itself (token, model name); 504 when the prediction outlasts the timeout. Every refusal has
+one shape (:mod:`serving.errors`): short sentences, never stack traces.  Uploads are spooled by
+Starlette to anonymous temporary files while they arrive, then read into memory within the upload
+memory budget; they are never written to disk under their own names.
 """
 
 from __future__ import annotations
@@ -12,31 +16,31 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import FastAPI, File, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector import __version__
 from detector.preprocessing import ImageDecodeError, load_image
 from provenance import ProvenanceSettings
-from serving.backends import Backend, Prediction, create_backend
+from serving.backends import STATUS_FOR_REASON, Backend, BackendUnavailable, Prediction, create_backend
 from serving.config import ServeSettings
+from serving.errors import error_response
 from serving.evidence import EvidenceItem, weigh
-from serving.limits import BodySizeLimit
+from serving.limits import BodyLimits
 
 log = logging.getLogger("serving")
 HERE = Path(__file__).parent
-
-#: HTTP status for each refusal reason of the core's decoder
-STATUS_FOR_REASON = {"too_large": 413, "not_an_image": 415, "empty": 422, "truncated": 422}
 
 
 class FileError(BaseModel):
@@ -66,11 +70,49 @@ class PredictResponse(BaseModel):
 
 
 class RequestRefused(Exception):
-    """A whole request is refused before any prediction (too many files, too large)."""
+    """A whole request is refused (too many files, server busy, backend down, timeout)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+#: what each FastAPI/Starlette HTTP error status is called in the error shape
+HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+#: what a request the API cannot use is told, whatever FastAPI's validation found wrong with it
+FORM_HINT = "send a multipart/form-data body with one or more image files in the field 'files'"
+
+
+class UploadBudget:
+    """The upload bytes that requests hold in memory together, and the most they may.
+
+    Each request reserves the size of its files (known once Starlette has spooled them) before it
+    reads them into memory, and gives it back when its answer is made. A request that would take
+    the total over ``limit`` is refused with 503 and Retry-After rather than queued holding its
+    memory; a request alone is always taken, so the largest allowed request can always be served.
+    Counted on the event loop, where nothing runs between the check and the reservation.
+    """
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        self.limit, self.retry_after = limit, retry_after
+        self.held = 0
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        if self.held and self.held + size > self.limit:
+            raise RequestRefused(
+                503,
+                "busy",
+                f"the server holds as many uploads as it may ({self.limit:,} bytes); retry in {self.retry_after} s",
+                {"Retry-After": str(self.retry_after)},
+            )
+        self.held += size
+        try:
+            yield
+        finally:
+            self.held -= size
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -94,11 +136,28 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.state.upload_budget = UploadBudget(settings.max_upload_memory, settings.retry_after)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes, timeout=settings.body_timeout)
 
     @app.exception_handler(RequestRefused)
     async def refused(request: Request, error: RequestRefused) -> JSONResponse:
-        return _refusal(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        """FastAPI's ``{"detail": [...]}`` in the API's one error shape: one sentence saying what to send."""
+        found = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors()[:3])
+        message = f"{FORM_HINT} ({found})" if found else FORM_HINT
+        if request.url.path == "/" and request.method == "POST":  # the page's own form post
+            context = _page_context(request, results=[], problem=f"Choose one or more images first: {message}.")
+            return templates.TemplateResponse(request, "index.html", context, status_code=422)
+        return error_response(422, "invalid_request", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """404, 405, and Starlette's 400 for a body it cannot parse as a form, in the same shape."""
+        code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
+        return error_response(error.status_code, code, str(error.detail), error.headers)
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, str]:
@@ -107,16 +166,22 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["probes"])
     async def readyz(request: Request) -> JSONResponse:
-        """The model is loaded and answering."""
+        """The model is loaded and answering (with TorchServe: it answered a probe just now)."""
         backend: Backend | None = getattr(request.app.state, "backend", None)
         if backend is None:
             return JSONResponse({"status": "loading"}, status_code=503)
+        try:
+            await backend.check()
+        except BackendUnavailable as error:
+            body = {"status": "unavailable", "error": {"code": error.code, "message": error.message, "status": 503}}
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ready", "model_version": backend.version})
 
     @app.post("/predict", response_model=PredictResponse, tags=["prediction"])
     async def predict(request: Request, files: Annotated[list[UploadFile], File()]) -> JSONResponse:
         """Classify one or several images (multipart field ``files``)."""
-        results = [result for result, _ in await _classify(request, files)]
+        with request.app.state.upload_budget.hold(_upload_size(files, request.app.state.settings)):
+            results = [result for result, _ in await _classify(request, files)]
         return JSONResponse(
             PredictResponse(model_version=request.app.state.backend.version, results=results).model_dump(
                 exclude_none=True
@@ -132,14 +197,17 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def page_upload(request: Request, files: Annotated[list[UploadFile], File()]) -> HTMLResponse:
         """The no-JavaScript path: a plain form post, answered with the page and its results."""
         try:
-            classified = await _classify(request, files)
+            with request.app.state.upload_budget.hold(_upload_size(files, request.app.state.settings)):
+                classified = await _classify(request, files)
+                shown = [
+                    (result, await anyio.to_thread.run_sync(_preview, data) if result.error is None else None)
+                    for result, data in classified
+                ]
         except RequestRefused as error:
             context = _page_context(request, results=[], problem=error.message)
-            return templates.TemplateResponse(request, "index.html", context, status_code=error.status)
-        shown = [
-            (result, await anyio.to_thread.run_sync(_preview, data) if result.error is None else None)
-            for result, data in classified
-        ]
+            return templates.TemplateResponse(
+                request, "index.html", context, status_code=error.status, headers=error.headers
+            )
         status = _overall_status([result for result, _ in classified])
         return templates.TemplateResponse(request, "index.html", _page_context(request, shown), status_code=status)
 
@@ -179,6 +247,11 @@ def _set_provenance(
     result.evidence = [EvidenceItem(**item) for item in evidence]
 
 
+def _upload_size(files: list[UploadFile], settings: ServeSettings) -> int:
+    """The bytes reading these files will hold in memory: each file's size, as far as it is read."""
+    return sum(min(upload.size or 0, settings.max_file_bytes + 1) for upload in files[: settings.max_files])
+
+
 async def _read_uploads(files: list[UploadFile], settings: ServeSettings) -> list[tuple[str, bytes]]:
     """Each file's name and bytes, refusing the request when it holds too many files."""
     if len(files) > settings.max_files:
@@ -203,6 +276,10 @@ async def _run(request: Request, files: list[bytes]) -> list[Prediction]:
             answered = iter(await backend.predict(accepted) if accepted else [])
     except TimeoutError:
         raise RequestRefused(504, "timeout", f"no answer within {settings.request_timeout:g} s") from None
+    except BackendUnavailable as error:
+        log.warning("backend failure: %s", error.message)
+        retry = {"Retry-After": str(settings.retry_after)} if error.status == 503 else None
+        raise RequestRefused(error.status, error.code, error.message, retry) from None
     too_large = ImageDecodeError("too_large", f"the file is larger than {settings.max_file_bytes:,} bytes")
     return [Prediction(None, too_large, 0.0) if i in oversized else next(answered) for i in range(len(files))]
 
@@ -230,10 +307,6 @@ def _overall_status(results: list[FileResult]) -> int:
     if not results or any(r.error is None for r in results):
         return 200
     return results[0].error.status  # type: ignore[union-attr]
-
-
-def _refusal(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "status": status}}, status_code=status)
 
 
 def _preview(data: bytes, size: int = 320) -> str:

@@ -2,7 +2,9 @@
 
 Both take the raw bytes of each file and return, per file, a :class:`Decision` or an
 :class:`ImageDecodeError`, so one bad file never spoils the others.  Blocking work runs in a
-worker thread, off the event loop.
+worker thread, off the event loop.  When the backend itself cannot answer (TorchServe down,
+refusing the token, not knowing the model) no file is to blame: :class:`BackendUnavailable` refuses
+the whole request with a 502/503/504 and one sentence, and ``/readyz`` reports it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ from detector.calibration import Decision
 from detector.onnx_runtime import OnnxDetector
 from detector.preprocessing import ImageDecodeError
 from serving.config import ServeSettings
+
+#: the HTTP status of each refusal reason of the core's decoder (TorchServe's handler has the same, checked by a test)
+STATUS_FOR_REASON = {"too_large": 413, "not_an_image": 415, "empty": 422, "truncated": 422}
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot answer any file now: 503 unreachable or busy, 502 it refused us, 504 too slow."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 @dataclass
@@ -43,6 +56,9 @@ class Backend(Protocol):
     threshold: float | None
 
     async def predict(self, files: list[bytes]) -> list[Prediction]: ...
+
+    async def check(self) -> None:
+        """Return when the backend can answer now; raise :class:`BackendUnavailable` saying why not."""
 
     async def close(self) -> None: ...
 
@@ -93,6 +109,9 @@ class OnnxBackend:
             for i in range(len(files))
         ]
 
+    async def check(self) -> None:
+        return None  # the model is in this process: loaded means able to answer
+
     async def close(self) -> None:
         return None
 
@@ -107,35 +126,102 @@ class TorchServeBackend:
         self.client = httpx.AsyncClient(
             base_url=settings.torchserve_url, headers=headers, timeout=settings.request_timeout
         )
+        self.url = settings.torchserve_url
+        self.model = settings.torchserve_model
         self.path = f"/predictions/{settings.torchserve_model}"
         self.version = f"torchserve:{settings.torchserve_model}"
         self.threshold = None
 
     async def predict(self, files: list[bytes]) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(files)
+        failures: list[BackendUnavailable] = []
 
         async def one(index: int, data: bytes) -> None:
             started = time.perf_counter()
-            response = await self.client.post(self.path, content=data)
-            elapsed = round(1000 * (time.perf_counter() - started), 2)
-            body = response.json()
-            if response.status_code == 200 and "label" in body:
-                self.version = body.get("model_version", self.version)
-                decision = Decision(body["label"], float(body["confidence"]), body["probabilities"])
-                weighed = {key: body[key] for key in PROVENANCE_FIELDS if key in body}
-                results[index] = Prediction(decision, None, elapsed, weighed if "verdict" in weighed else None)
-            else:
-                reason = body.get("code", "not_an_image") if isinstance(body, dict) else "not_an_image"
-                message = body.get("message", response.text) if isinstance(body, dict) else response.text
-                results[index] = Prediction(None, ImageDecodeError(reason, message), elapsed)
+            try:
+                response = await self._post(data)
+                results[index] = self._prediction(response, round(1000 * (time.perf_counter() - started), 2))
+            except BackendUnavailable as failure:
+                failures.append(failure)
+                group.cancel_scope.cancel()  # the other files would fail the same way
 
         async with anyio.create_task_group() as group:
             for index, data in enumerate(files):
                 group.start_soon(one, index, data)
+        if failures:
+            raise failures[0]
         return [r for r in results if r is not None]
+
+    async def check(self) -> None:
+        """An empty body through the whole path: TorchServe, the token, the model, a worker, the handler.
+
+        The handler refuses it (``empty``) without running the model; any other answer means a file
+        sent now would not be answered either. ``/ping`` would miss an unknown model or a stale token.
+        """
+        response = await self._post(b"", timeout=min(5.0, self.client.timeout.read or 5.0))
+        if response.status_code == 200:
+            return
+        if _handler_refusal(_json(response)) is None:
+            raise self._failure(response)
+
+    async def _post(self, data: bytes, timeout: float | None = None) -> httpx.Response:
+        try:
+            if timeout is None:
+                return await self.client.post(self.path, content=data)
+            return await self.client.post(self.path, content=data, timeout=timeout)
+        except httpx.TimeoutException:
+            raise BackendUnavailable(504, "backend_timeout", "TorchServe gave no answer in time") from None
+        except httpx.TransportError:
+            raise BackendUnavailable(
+                503, "backend_unavailable", f"TorchServe at {self.url} cannot be reached"
+            ) from None
+
+    def _prediction(self, response: httpx.Response, elapsed: float) -> Prediction:
+        body = _json(response)
+        if response.status_code == 200 and isinstance(body, dict) and "label" in body:
+            self.version = body.get("model_version", self.version)
+            decision = Decision(body["label"], float(body["confidence"]), body["probabilities"])
+            weighed = {key: body[key] for key in PROVENANCE_FIELDS if key in body}
+            return Prediction(decision, None, elapsed, weighed if "verdict" in weighed else None)
+        refusal = _handler_refusal(body)
+        if refusal is not None:
+            return Prediction(None, refusal, elapsed)
+        if response.status_code == 413:
+            # TorchServe's frontend refuses bodies over its max_request_size itself, with an empty body
+            too_large = ImageDecodeError("too_large", "the file is larger than TorchServe accepts (max_request_size)")
+            return Prediction(None, too_large, elapsed)
+        raise self._failure(response)
+
+    def _failure(self, response: httpx.Response) -> BackendUnavailable:
+        """TorchServe's own refusal (not the handler's), as one sentence about the backend."""
+        body = _json(response)
+        kind = body.get("type", "") if isinstance(body, dict) else ""
+        status = response.status_code
+        if kind == "InvalidKeyException" or status in (401, 403):
+            return BackendUnavailable(502, "backend_refused", "TorchServe refused the web app's inference token")
+        if status == 404:
+            return BackendUnavailable(502, "backend_refused", f"TorchServe serves no model named {self.model!r}")
+        if status == 503:
+            return BackendUnavailable(503, "backend_unavailable", "TorchServe has no worker free for the model")
+        return BackendUnavailable(502, "backend_error", f"TorchServe answered {status} {kind}".rstrip())
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _handler_refusal(body: Any) -> ImageDecodeError | None:
+    """The handler's refusal of one file (``{"error": {"code", "message", "status"}}``), if this is one."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("code") in STATUS_FOR_REASON:
+        return ImageDecodeError(str(error["code"]), str(error.get("message", "")))
+    return None
 
 
 def create_backend(settings: ServeSettings) -> Backend:

@@ -46,6 +46,23 @@ class ServeSettings(BaseSettings):
     max_files: int = Field(16, ge=1, description="most files in one request")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest accepted width x height (413 beyond)")
     request_timeout: float = Field(30.0, gt=0, description="seconds before a prediction gives up (504)")
+    # A client that opens a connection and sends nothing, or half a request, holds a connection and its
+    # buffers for as long as the server lets it (uvicorn has no such timeout of its own): both are bounded.
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds a connection has to send a request's line and headers (closed beyond)"
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="seconds a request's body has to arrive once its headers have (408 beyond)"
+    )
+    # Uploads are spooled to anonymous temporary files while they arrive, then read into memory to be
+    # decoded: this budget bounds the bytes all requests hold in memory together (measured: docs/performance.md).
+    max_upload_memory: int = Field(
+        256 * 1024 * 1024,
+        ge=1,
+        description="upload bytes held in memory by all requests at once; a request that would go over it gets "
+        "503 with Retry-After (a request alone is always taken, whatever its size)",
+    )
+    retry_after: int = Field(2, ge=1, description="seconds a busy server asks clients to wait (Retry-After on a 503)")
 
     @property
     def max_request_bytes(self) -> int:

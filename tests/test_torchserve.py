@@ -258,8 +258,8 @@ def test_a_bad_file_in_a_batch_gets_its_own_error(torchserve: TorchServe, images
             else:
                 code, status = next((c, s) for c, (d, s) in bad.items() if d == data)
                 assert response.status_code == status, response.text
-                assert response.json()["code"] == code and response.json()["status"] == status
-                assert response.json()["message"]
+                error = response.json()["error"]  # the web app's one error shape
+                assert error["code"] == code and error["status"] == status and error["message"]
         mixed_batches = [
             (int(answered), int(refused))
             for answered, refused in re.findall(
@@ -341,7 +341,8 @@ def test_hostile_corpus_through_rest_and_grpc(torchserve: TorchServe, images: li
                 if item.expect == "answer":
                     assert answer.get("label") in ("ai", "real"), (item.name, answer)
                 else:
-                    assert (answer.get("code"), answer.get("status")) == (item.reason, item.status), (item.name, answer)
+                    error = answer.get("error", {})
+                    assert (error.get("code"), error.get("status")) == (item.reason, item.status), (item.name, answer)
             assert rest.status_code == item.status, (item.name, rest.text) + (torchserve.log_tail(),)
     assert _predict(torchserve, good).json()["probabilities"] == before["probabilities"]
     assert httpx.get(f"{torchserve.inference}/ping", headers=torchserve.headers(), timeout=5).status_code == 200
