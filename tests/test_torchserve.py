@@ -29,6 +29,7 @@ import pytest
 from conftest import make_image, run_module, running_web_server
 from corpus import hostile_corpus
 from provenance_files import a1111_png
+from web_process import live_web_server
 
 from detector.onnx_runtime import OnnxDetector
 from detector.torch_runtime import TorchDetector
@@ -398,6 +399,70 @@ def test_web_app_with_the_torchserve_backend(
     # the evidence TorchServe's handler weighed comes through the web app
     assert (results[3]["verdict"], results[3]["verdict_source"]) == ("ai", "evidence")
     assert results[3]["evidence"] == _predict(torchserve, a1111_png()).json()["evidence"]
+
+
+def test_web_app_says_why_torchserve_cannot_answer(
+    torchserve: TorchServe, exported_model: Path, tmp_path: Path
+) -> None:
+    """A refused token or an unknown model: 502 with one sentence and an unready /readyz, never a 500."""
+    photo = ("files", ("photo.jpg", _jpeg_and_png(tmp_path / "images")[0].read_bytes(), "image/jpeg"))
+    cases = {
+        "token": ({"DETECTOR_SERVE_TORCHSERVE_TOKEN": "not-the-token"}, "refused the web app's inference token"),
+        "model": (
+            {
+                "DETECTOR_SERVE_TORCHSERVE_TOKEN": torchserve.token("inference"),
+                "DETECTOR_SERVE_TORCHSERVE_MODEL": "nosuch",
+            },
+            "no model named 'nosuch'",
+        ),
+    }
+    for name, (settings, phrase) in cases.items():
+        env = {
+            "DETECTOR_SERVE_BACKEND": "torchserve",
+            "DETECTOR_SERVE_TORCHSERVE_URL": torchserve.inference,
+            **settings,
+        }
+        log = tmp_path / f"{name}.log"
+        with live_web_server(exported_model, log, **env) as url:
+            response = httpx.post(f"{url}/predict", files=[photo], timeout=60)
+            ready = httpx.get(f"{url}/readyz", timeout=30)
+        assert response.status_code == 502, (name, response.text, log.read_text()[-2000:])
+        assert response.json()["error"]["code"] == "backend_refused" and phrase in response.json()["error"]["message"]
+        assert ready.status_code == 503 and ready.json()["error"]["code"] == "backend_refused", (name, ready.text)
+        assert "Traceback" not in log.read_text(), name
+
+
+def test_a_file_over_torchserve_request_limit_gets_one_sentence(
+    torchserve: TorchServe, exported_model: Path, tmp_path: Path
+) -> None:
+    """TorchServe answers 413 with an empty body over REST and cuts a gRPC call off; clients say why."""
+    if not (ROOT / "handlers" / "grpc_gen" / "inference_pb2_grpc.py").is_file():
+        run_module("handlers.grpc_stubs")
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8" + b"\x00" * (21 * 1024 * 1024))
+    client = [sys.executable, "-m", "handlers.grpc_client", *torchserve.cli_args()]
+    for extra, codes in (
+        ([], {"too_large"}),
+        (["--max-request-size", "100000000"], {"cancelled", "resource_exhausted"}),
+    ):
+        result = subprocess.run([*client, *extra, str(big)], capture_output=True, text=True, timeout=180)
+        assert result.returncode == 1, result.stderr
+        error = json.loads(result.stdout)["error"]
+        assert error["code"] in codes and error["status"] == 413, error
+        assert "max_request_size" in error["message"]
+        # one sentence on stderr, not a gRPC status dump or a stack trace
+        assert result.stderr.strip() == f"error: {big}: {error['message']}", result.stderr
+    settings = {
+        "DETECTOR_SERVE_BACKEND": "torchserve",
+        "DETECTOR_SERVE_TORCHSERVE_URL": torchserve.inference,
+        "DETECTOR_SERVE_TORCHSERVE_TOKEN": torchserve.token("inference"),
+        "DETECTOR_SERVE_MAX_FILE_BYTES": str(30 * 1024 * 1024),  # the web app takes it; TorchServe does not
+    }
+    with running_web_server(exported_model, tmp_path / "web.log", **settings) as url:
+        response = httpx.post(f"{url}/predict", files=[("files", ("big.jpg", big.read_bytes()))], timeout=120)
+    assert response.status_code == 413, response.text
+    error = response.json()["results"][0]["error"]
+    assert error["code"] == "too_large" and "max_request_size" in error["message"]
 
 
 def test_register_a_second_version_and_make_it_the_default(
