@@ -1,42 +1,87 @@
-"""Stable Diffusion's default invisible watermark, decoded as ``invisible-watermark``'s decoder does.
+"""Stable Diffusion's invisible watermarks, decoded as ``invisible-watermark``'s decoder does.
 
-The Stable Diffusion reference scripts (and the diffusers pipelines that follow them) embed a fixed
-48-bit message with the library's ``dwtDct`` method: one bit per 4x4 block of the Haar-wavelet
-approximation of the image's U (chroma) channel.  :func:`decode_bits` reads it back as the library's
-decoder does, vectorised (docs/provenance.md has the command that measures the cost).  It survives
-PNG and JPEG without chroma subsampling; JPEG's usual 4:2:0 subsampling halves the chroma resolution and erases it, as
-does resizing or cropping off the block grid, so absence proves nothing.
+Two messages are embedded with the library's ``dwtDct`` method by the reference code, each by
+its own script generation, so both are looked for:
+
+* Stable Diffusion 1.x: CompVis ``scripts/txt2img.py`` (and the many tools copied from it) marks
+  every output with the bytes ``StableDiffusionV1`` (136 bits);
+* SDXL: Stability AI's ``generative-models`` (``sgm``, ``WATERMARK_MESSAGE``) and diffusers' SDXL
+  pipelines mark theirs with a fixed 48-bit message.
+
+dwtDct stores one bit per 4x4 block of the Haar-wavelet approximation of the image's U (chroma)
+channel, block n carrying bit n modulo the message length, so the per-block votes are computed
+once and counted for each message.  :func:`decode_bits` reads a message back as the library's
+decoder does, vectorised (docs/provenance.md has the command that measures the cost).  The mark
+survives PNG and JPEG without chroma subsampling; JPEG's usual 4:2:0 subsampling halves the
+chroma resolution and erases it, as does resizing or cropping off the block grid, so absence
+proves nothing.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import comb
 
 import numpy as np
 
 from detector.preprocessing import ImageDecodeError, load_image
 from provenance.evidence import AI, NEUTRAL, SD_WATERMARK, Evidence
 
-#: the message of ``scripts/txt2img.py`` / ``sgm`` in Stability AI's repositories (WATERMARK_MESSAGE)
+#: the SDXL message: ``WATERMARK_MESSAGE`` of Stability AI's ``sgm`` and of diffusers' SDXL watermarker
 SD_MESSAGE = 0b101100111110110010010000011110111011000110011110
 SD_BITS = np.array([int(bit) for bit in bin(SD_MESSAGE)[2:]], dtype=np.uint8)
-#: bits allowed to differ: a random 48-bit pattern comes this close with probability ~8e-10
-MAX_BIT_ERRORS = 4
+#: the SD 1.x message: ``wm = "StableDiffusionV1"`` in CompVis ``scripts/txt2img.py``, set as ``bytes``
+#: (the library's encoder turns bytes into bits most significant first, as ``unpackbits`` does)
+SD1_BITS = np.unpackbits(np.frombuffer(b"StableDiffusionV1", dtype=np.uint8))
 #: the library refuses smaller images (fewer blocks than it needs to spread the message)
 MIN_PIXELS = 256 * 256
 
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per known message
+class Message:
+    """A message some generator embeds, and how many decoded bits may differ from it and still count."""
+
+    #: who embeds it, as the evidence sentence names it
+    name: str
+    bits: np.ndarray = field(repr=False)
+    #: chosen from the bit errors measured on real marked and unmarked files (docs/provenance.md)
+    max_errors: int
+
+    @property
+    def false_positive_rate(self) -> float:
+        """The chance that an unmarked image decodes this close, were its bits fair coin flips.
+
+        Fair coins are the worst case: an image whose votes lean one way decodes to (nearly) all
+        zeros or all ones, which both messages are far from (SD 1.x's has 68 ones in 136).
+        """
+        length = len(self.bits)
+        return sum(comb(length, errors) for errors in range(self.max_errors + 1)) / 2**length
+
+
+#: 33 of 136 gives the same false-positive rate as 4 of 48 (~7e-10 each). Measured on the originals of
+#: realvsai-v1 (``python -m provenance.benchmark --data DIR --bit-errors``, docs/provenance.md): 373 of
+#: 482 CompVis SD 1.x outputs decode within 33 errors, while the closest of 566 unmarked files (photos,
+#: other generators) is 54 errors away; the other SD 1.x outputs spread evenly up to 68 (content that
+#: drowns the mark), so a larger tolerance buys few files at a much higher false-positive rate
+#: (41: 28 more files, ~2e-6).
+SD1 = Message("SD 1.x (CompVis scripts)", SD1_BITS, max_errors=33)
+#: 4 of 48: a random 48-bit pattern comes this close with probability ~8e-10
+SDXL = Message("SDXL (Stability AI scripts)", SD_BITS, max_errors=4)
+MESSAGES: tuple[Message, ...] = (SD1, SDXL)
 
 #: the SD scripts' ``WatermarkEncoder`` defaults for ``dwtDct``: U-channel scale, 4x4 blocks
 U_SCALE = 36.0
 BLOCK = 4
 
 
-def decode_bits(bgr: np.ndarray, length: int = len(SD_BITS)) -> np.ndarray:
-    """The ``length`` bits that ``invisible-watermark``'s dwtDct decoder reads from a BGR uint8 image.
+def block_votes(bgr: np.ndarray) -> np.ndarray:
+    """Each 4x4 block's vote (0 or 1), in the order ``invisible-watermark``'s dwtDct decoder visits them.
 
-    The same computation as ``imwatermark.maxDct.EmbedMaxDct(wmLen=length).decode`` (YUV, Haar DWT of
-    the U channel, in each 4x4 block of the approximation the largest non-DC coefficient modulo the
-    scale, votes averaged per bit), done on all blocks at once with NumPy instead of a Python loop
-    per block, and with only the DWT band it reads: the library takes ~0.1 s per megapixel, this
-    a few ms. A test checks the two agree bit for bit on watermarked and unmarked images.
+    The same computation as ``imwatermark.maxDct.EmbedMaxDct.decode`` (YUV, Haar DWT of the U
+    channel, in each 4x4 block of the approximation the largest non-DC coefficient modulo the
+    scale), done on all blocks at once with NumPy instead of a Python loop per block, and with only
+    the DWT band it reads: the library takes ~0.1 s per megapixel, this a few ms.  The votes do not
+    depend on the message length, so one pass serves every message.
     """
     import cv2  # OpenCV and PyWavelets, as the library uses them: only this check needs them
     import pywt
@@ -56,18 +101,40 @@ def decode_bits(bgr: np.ndarray, length: int = len(SD_BITS)) -> np.ndarray:
         .swapaxes(1, 2)
         .reshape(-1, BLOCK * BLOCK)
     )
-    # blocks in row-major order, as the library visits them; block n votes for bit n % length
+    # blocks in row-major order, as the library visits them
     largest = np.abs(blocks[:, 1:]).argmax(axis=1) + 1
     values = np.abs(blocks[np.arange(len(blocks)), largest])
-    votes = (values % U_SCALE > 0.5 * U_SCALE).astype(np.float64)
-    bit_of_block = np.arange(len(blocks)) % length
+    return (values % U_SCALE > 0.5 * U_SCALE).astype(np.float64)
+
+
+def bits_from_votes(votes: np.ndarray, length: int) -> np.ndarray:
+    """The ``length``-bit message the library's decoder reads from these votes: block n votes for bit n % length."""
+    bit_of_block = np.arange(len(votes)) % length
     totals = np.bincount(bit_of_block, weights=votes, minlength=length)
     counts = np.bincount(bit_of_block, minlength=length)
     return (totals / counts * 255 > 127).astype(np.uint8)
 
 
+def decode_bits(bgr: np.ndarray, length: int = len(SD_BITS)) -> np.ndarray:
+    """The ``length`` bits that ``invisible-watermark``'s dwtDct decoder reads from a BGR uint8 image.
+
+    Equal to ``WatermarkDecoder("bits", length).decode(bgr, "dwtDct")``; the tests check the two
+    agree bit for bit on marked (both messages) and unmarked images.
+    """
+    return bits_from_votes(block_votes(bgr), length)
+
+
+def bit_errors(bgr: np.ndarray) -> dict[Message, int]:
+    """How many bits each known message differs from what the image decodes to (one pass over the pixels)."""
+    votes = block_votes(bgr)
+    return {
+        message: int(np.count_nonzero(bits_from_votes(votes, len(message.bits)) != message.bits))
+        for message in MESSAGES
+    }
+
+
 def check(data: bytes, max_pixels: int) -> list[Evidence]:
-    """Strong ``ai`` evidence when the image carries Stable Diffusion's watermark; nothing otherwise."""
+    """Strong ``ai`` evidence when the image carries a Stable Diffusion watermark; nothing otherwise."""
     try:
         image = load_image(data, max_pixels=max_pixels)
     except ImageDecodeError as error:
@@ -84,14 +151,14 @@ def check(data: bytes, max_pixels: int) -> list[Evidence]:
     if width * height < MIN_PIXELS:
         return []
     bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
-    errors = int(np.count_nonzero(decode_bits(bgr) != SD_BITS))
-    if errors > MAX_BIT_ERRORS:
-        return []
+    found = [(message, errors) for message, errors in bit_errors(bgr).items() if errors <= message.max_errors]
     return [
         Evidence(
             SD_WATERMARK,
-            f"Stable Diffusion invisible watermark decoded ({len(SD_BITS) - errors} of {len(SD_BITS)} bits match)",
+            f"Stable Diffusion invisible watermark decoded: the {message.name} message, "
+            f"{len(message.bits) - errors} of {len(message.bits)} bits match",
             AI,
             strong=True,
         )
+        for message, errors in found
     ]

@@ -1,7 +1,8 @@
 """Files carrying provenance evidence, made here with the real tools' formats and the real libraries.
 
 * PNGs with AUTOMATIC1111's ``parameters`` and ComfyUI's ``prompt``/``workflow`` text chunks;
-* an image watermarked with ``invisible-watermark``'s encoder and Stable Diffusion's 48-bit message;
+* images watermarked with ``invisible-watermark``'s encoder: SDXL's 48-bit message, and SD 1.x's
+  ``StableDiffusionV1`` bytes the way CompVis ``scripts/txt2img.py`` marks and saves its outputs;
 * JPEGs signed with ``c2pa-python`` under a test certificate chain made with ``cryptography``;
 * a JPEG with camera EXIF, a PNG with XMP, and a stripped image.
 """
@@ -23,6 +24,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image, PngImagePlugin
 
 from provenance.watermark import SD_BITS
+
+#: CompVis scripts/txt2img.py: ``wm = "StableDiffusionV1"``
+SD1_WATERMARK = "StableDiffusionV1"
 
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 
@@ -81,6 +85,20 @@ def watermarked(size: tuple[int, int] = (512, 512), seed: int = 42) -> Image.Ima
     encoder.set_watermark("bits", [int(bit) for bit in SD_BITS])
     bgr = cv2.cvtColor(np.asarray(make_image("ai", seed, size)), cv2.COLOR_RGB2BGR)
     return Image.fromarray(encoder.encode(bgr, "dwtDct")[:, :, ::-1])
+
+
+def txt2img_png(size: tuple[int, int] = (512, 512), seed: int = 42) -> bytes:
+    """An output as CompVis ``scripts/txt2img.py`` writes it: marked with SD 1.x's bytes, saved as PNG.
+
+    The script's own steps: ``set_watermark('bytes', wm.encode('utf-8'))``, then ``put_watermark``
+    (RGB to BGR, ``encode(img, 'dwtDct')``, back to RGB) and ``img.save(... .png)``.
+    """
+    from imwatermark import WatermarkEncoder
+
+    encoder = WatermarkEncoder()
+    encoder.set_watermark("bytes", SD1_WATERMARK.encode("utf-8"))
+    bgr = cv2.cvtColor(np.array(make_image("ai", seed, size)), cv2.COLOR_RGB2BGR)
+    return encode(Image.fromarray(encoder.encode(bgr, "dwtDct")[:, :, ::-1]), "PNG")
 
 
 def watermarked_jpeg(quality: int = 90, subsampling: int = 0) -> bytes:

@@ -25,7 +25,7 @@ from PIL import Image
 from detector.calibration import Decision
 from provenance import Evidence, ProvenanceSettings, combine, inspect
 from provenance.evidence import clean_text
-from provenance.watermark import SD_BITS, decode_bits
+from provenance.watermark import MESSAGES, SD1, SD1_BITS, SD_BITS, SDXL, bit_errors, decode_bits
 from serving.app import create_app
 from serving.config import ServeSettings
 
@@ -98,6 +98,47 @@ def test_sd_watermark_survives_jpeg_q90() -> None:
     assert combine(evidence, MODEL_SAYS_REAL).source == "evidence"
 
 
+@pytest.mark.parametrize("size", [(512, 512), (256, 256)])
+def test_sd1_watermark_of_compvis_txt2img_decides_ai(size: tuple[int, int]) -> None:
+    """SD 1.x outputs carry ``StableDiffusionV1`` (136 bits), not SDXL's 48 bits; 256x256 is the smallest
+    size the library marks, with the fewest blocks per bit."""
+    evidence = inspect(files.txt2img_png(size))
+    item = _only(evidence, "sd_watermark")
+    assert (item.points_to, item.strong) == ("ai", True)
+    assert "SD 1.x" in item.finding and "of 136 bits match" in item.finding, item.finding
+    assert combine(evidence, MODEL_SAYS_REAL).source == "evidence"
+
+
+def test_the_two_messages_are_told_apart() -> None:
+    """Each fixture decodes to its own message and is far from the other one."""
+    for data, mine, other in ((files.txt2img_png(), SD1, SDXL), (files.watermarked_jpeg(), SDXL, SD1)):
+        bgr = np.ascontiguousarray(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1])
+        errors = bit_errors(bgr)
+        assert errors[mine] <= mine.max_errors and errors[other] > other.max_errors, errors
+
+
+def test_random_images_are_never_flagged() -> None:
+    """Noise decodes to fair coin flips, the worst case the tolerances are chosen against: none may pass.
+
+    The decoded distances must also look like coin flips (mean about half the bits), or the
+    false-positive rates the tolerances are quoted with would not apply.
+    """
+    rng = np.random.default_rng(2026)
+    distances: dict[object, list[int]] = {message: [] for message in MESSAGES}
+    for index in range(120):
+        side = (256, 320, 384, 512)[index % 4]
+        noise = Image.fromarray(rng.integers(0, 256, (side, side + index % 7, 3), dtype=np.uint8))
+        data = files.encode(noise, "PNG")
+        assert [e for e in inspect(data) if e.kind == "sd_watermark"] == []
+        bgr = np.ascontiguousarray(np.asarray(noise)[:, :, ::-1])
+        for message, errors in bit_errors(bgr).items():
+            distances[message].append(errors)
+    for message, found in distances.items():
+        assert min(found) > message.max_errors
+        assert abs(np.mean(found) - len(message.bits) / 2) < 0.1 * len(message.bits), (message.name, np.mean(found))
+        assert message.false_positive_rate < 1e-9
+
+
 def test_sd_watermark_is_not_seen_where_there_is_none() -> None:
     assert inspect(files.stripped_jpeg()) == []
     plain = files.encode(make_image("ai", 42, (512, 512)), "JPEG", quality=90, subsampling=0)
@@ -115,9 +156,12 @@ def test_sd_watermark_check_is_skipped_above_its_pixel_cap() -> None:
     assert (item.points_to, item.strong) == ("neutral", False) and "not checked" in item.finding
 
 
-@pytest.mark.parametrize("source", ["marked-png", "marked-jpeg-q90", "marked-odd-size", "unmarked", "noise"])
+@pytest.mark.parametrize(
+    "source", ["marked-png", "marked-jpeg-q90", "marked-odd-size", "sd1-txt2img", "sd1-odd-size", "unmarked", "noise"]
+)
 def test_vectorised_decoder_reads_what_the_library_decoder_reads(source: str) -> None:
-    """provenance.watermark.decode_bits is the library's dwtDct decoder without its per-block Python loop."""
+    """provenance.watermark.decode_bits is the library's dwtDct decoder without its per-block Python loop,
+    for both message lengths (the length decides which bit each block votes for)."""
     from imwatermark import WatermarkDecoder
 
     rng = np.random.default_rng(7)
@@ -125,12 +169,15 @@ def test_vectorised_decoder_reads_what_the_library_decoder_reads(source: str) ->
         "marked-png": lambda: files.watermarked(),
         "marked-jpeg-q90": lambda: Image.open(io.BytesIO(files.watermarked_jpeg(quality=90))).convert("RGB"),
         "marked-odd-size": lambda: files.watermarked((517, 389), seed=3),
+        "sd1-txt2img": lambda: Image.open(io.BytesIO(files.txt2img_png())).convert("RGB"),
+        "sd1-odd-size": lambda: Image.open(io.BytesIO(files.txt2img_png((389, 517), seed=5))).convert("RGB"),
         "unmarked": lambda: make_image("real", 11, (640, 480)),
         "noise": lambda: Image.fromarray(rng.integers(0, 256, (300, 301, 3), dtype=np.uint8)),
     }[source]()
     bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
-    library = np.asarray(WatermarkDecoder("bits", len(SD_BITS)).decode(bgr, "dwtDct"), dtype=np.uint8)
-    assert np.array_equal(decode_bits(bgr), library)
+    for length in (len(SD_BITS), len(SD1_BITS)):
+        library = np.asarray(WatermarkDecoder("bits", length).decode(bgr, "dwtDct"), dtype=np.uint8)
+        assert np.array_equal(decode_bits(bgr, length), library), length
 
 
 def test_watermark_decoding_does_not_import_torch(tmp_path: Path) -> None:
@@ -387,3 +434,32 @@ def test_command_line_prints_json_lines(tmp_path: Path) -> None:
     path.write_bytes(files.comfyui_png())
     record = json.loads(run_module("provenance", str(path)).stdout)
     assert record["evidence"][0]["kind"] == "generator_parameters" and record["time_ms"] >= 0
+
+
+def test_benchmark_on_a_labelled_folder_counts_findings_and_false_positives(tmp_path: Path) -> None:
+    """``python -m provenance.benchmark --data DIR`` on files in the real tools' formats: what it finds,
+    on which label, and the real photos it would have flagged."""
+    samples = {
+        "ai/compvis/00001.png": files.txt2img_png(),
+        "ai/automatic1111/00001.png": files.a1111_png(),
+        "real/camera/00001.jpg": files.camera_jpeg(),
+        "real/camera/00002.jpg": files.stripped_jpeg(),
+    }
+    for name, data in samples.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    out = tmp_path / "results.jsonl"
+    printed = run_module("provenance.benchmark", "--data", str(tmp_path), "--bit-errors", "--out", str(out)).stdout
+    assert "files: 2 ai, 2 real" in printed
+    assert "| sd_watermark | ai | yes | 1/2 | 0/2 | 0 |" in printed
+    assert "| generator_parameters | ai | yes | 1/2 | 0/2 | 0 |" in printed
+    assert "| camera_metadata | real | no | 0/2 | 1/2 | - |" in printed
+    assert "| ai | 2 | 0 | 0 |" in printed and "| real | 0 | 0 | 2 |" in printed  # decided by evidence
+    records = {Path(record["path"]).parent.name: record for record in map(json.loads, out.read_text().splitlines())}
+    assert records["compvis"]["bit_errors"][SD1.name] <= SD1.max_errors
+    assert set(records["compvis"]["ms"]) == {
+        "Content Credentials",
+        "Stable Diffusion watermark",
+        "file metadata",
+        "inspect()",
+    }
