@@ -4,7 +4,8 @@ Starts ``python -m serving`` on loopback (as ``make serve`` runs it), then sends
 ``--requests`` requests at the same moment, each with ``--files-per-request`` noise JPEGs of
 ``--file-mib`` MiB (by default 8 x 16 x 19 MiB, 2.4 GB in flight: the load that once took the server
 from 0.6 GB to 3.5 GB and left it there). It prints the statuses it got (200, and 503 with
-Retry-After when the upload memory budget was full), and the server's memory, sampled the whole time:
+Retry-After when the upload memory budget was full; a client waits that long and sends again, up to
+``--retries`` times, as a well-behaved client would), and the server's memory, sampled the whole time:
 before the first burst, its peak, and *settled*, after ``--settle`` seconds of quiet.
 
 The exit status is non-zero when a request got anything but 200 or 503, or when the server died.
@@ -36,7 +37,10 @@ from loadtests.machine import describe
 class BurstResult:
     requests: int
     file_mib: float
+    #: each request's final status (after its retries)
     statuses: dict[str, int]
+    #: 503s answered along the way, each followed by a retry
+    busy_answers: int
     retry_after_seen: bool
     rss_before_mb: float
     rss_peak_mb: float
@@ -50,8 +54,9 @@ class BurstResult:
             [
                 f"burst: {settings.rounds} x {settings.requests} requests at once, each {settings.files_per_request} "
                 f"x {self.file_mib:.1f} MiB ({total / 1024:.2f} GiB in flight per burst)",
-                f"  statuses        {', '.join(f'{k}: {v}' for k, v in sorted(self.statuses.items()))}"
-                + (" (503s carried Retry-After)" if self.retry_after_seen else ""),
+                f"  statuses        {', '.join(f'{k}: {v}' for k, v in sorted(self.statuses.items()))} in the end; "
+                f"{self.busy_answers} 503s on the way"
+                + (" (each with Retry-After, then sent again)" if self.retry_after_seen else ""),
                 f"  rounds          {', '.join(f'{s:.1f} s' for s in self.seconds_per_round)}",
                 f"  server memory   {self.rss_before_mb:.0f} MB before, {self.rss_peak_mb:.0f} MB peak, "
                 f"{self.rss_settled_mb:.0f} MB settled ({settings.settle:g} s after the last burst)",
@@ -71,31 +76,38 @@ def noise_jpeg(mib: float, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def _burst(url: str, data: bytes, settings: BurstSettings) -> tuple[list[int], bool]:
+def _burst(url: str, data: bytes, settings: BurstSettings) -> tuple[list[int], int, bool]:
     statuses: list[int] = []
+    busy = 0
     retry_after = False
     lock = threading.Lock()
     start = threading.Barrier(settings.requests)
 
     def one(index: int) -> None:
-        nonlocal retry_after
+        nonlocal retry_after, busy
         files = [("files", (f"big-{index}-{i}.jpg", data, "image/jpeg")) for i in range(settings.files_per_request)]
         start.wait()
-        try:
-            response = httpx.post(f"{url}/predict", files=files, timeout=600)
-            status, has_retry = response.status_code, "retry-after" in response.headers
-        except httpx.HTTPError:
-            status, has_retry = 0, False  # a broken connection
+        for attempt in range(settings.retries + 1):
+            try:
+                response = httpx.post(f"{url}/predict", files=files, timeout=600)
+                status, wait = response.status_code, response.headers.get("retry-after")
+            except httpx.HTTPError:
+                status, wait = 0, None  # a broken connection
+            if status != 503 or attempt == settings.retries:
+                break
+            with lock:
+                busy += 1
+                retry_after = retry_after or wait is not None
+            time.sleep(float(wait or 1))
         with lock:
             statuses.append(status)
-            retry_after = retry_after or (status == 503 and has_retry)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(settings.requests)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return statuses, retry_after
+    return statuses, busy, retry_after
 
 
 def _median_mb(samples: list[tuple[float, int]], since: float) -> float:
@@ -116,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     log = results / "server.log"
     statuses: Counter[str] = Counter()
     retry_after = False
+    busy = 0
     rounds: list[float] = []
     with servers.RunningServer(spec, log, settings.sample_interval) as server:
         server.wait_first_answer(pool.images[0], 120)
@@ -124,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         before = _median_mb(server.sampler.samples, server.sampler.samples[-1][0] - 1.5)
         for _ in range(settings.rounds):
             started = time.perf_counter()
-            got, seen = _burst(spec.host, data, settings)
+            got, turned_away, seen = _burst(spec.host, data, settings)
             rounds.append(time.perf_counter() - started)
             statuses.update(str(status) for status in got)
+            busy += turned_away
             retry_after = retry_after or seen
         quiet_from = server.sampler.samples[-1][0]
         time.sleep(settings.settle)
@@ -137,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         requests=settings.requests * settings.rounds,
         file_mib=len(data) / 2**20,
         statuses=dict(statuses),
+        busy_answers=busy,
         retry_after_seen=retry_after,
         rss_before_mb=before,
         rss_peak_mb=max(rss for _, rss in samples) / 2**20,

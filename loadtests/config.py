@@ -209,6 +209,9 @@ class BurstSettings(_Settings):
     files_per_request: int = Field(16, ge=1, description="files in each request (the web app's default limit: 16)")
     file_mib: float = Field(19.0, gt=0, description="size of each file: a noise JPEG of about this many MiB")
     rounds: int = Field(2, ge=1, description="bursts in a row (a leak or fragmentation grows from one to the next)")
+    retries: int = Field(
+        30, ge=0, description="times a client sends again after a 503's Retry-After (0: take the 503 as its answer)"
+    )
     settle: float = Field(20.0, ge=0, description="seconds of quiet after the last burst before memory is read")
     server_args: list[str] = Field(
         default_factory=list, description="extra flags for python -m serving, e.g. --max-upload-memory 268435456"

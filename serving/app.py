@@ -38,6 +38,7 @@ from serving.config import ServeSettings
 from serving.errors import error_response
 from serving.evidence import EvidenceItem, weigh
 from serving.limits import BodyLimits
+from serving.memory import release_free_memory_soon
 
 log = logging.getLogger("serving")
 HERE = Path(__file__).parent
@@ -85,6 +86,10 @@ HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allow
 FORM_HINT = "send a multipart/form-data body with one or more image files in the field 'files'"
 
 
+#: a request holding this much upload leaves freed memory worth handing back to the system (serving/memory.py)
+RELEASE_AFTER_BYTES = 32 * 1024 * 1024
+
+
 class UploadBudget:
     """The upload bytes that requests hold in memory together, and the most they may.
 
@@ -113,6 +118,8 @@ class UploadBudget:
             yield
         finally:
             self.held -= size
+            if self.held == 0 and size >= RELEASE_AFTER_BYTES:
+                release_free_memory_soon()
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
