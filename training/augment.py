@@ -70,7 +70,69 @@ class RandomDownscale:
         return downscale(image, random.uniform(*self.factor_range))
 
 
-def training_augmentation() -> PilTransform:
+class RandomBlur:
+    """With probability ``p``, a Gaussian blur of a radius drawn from ``radius_range``."""
+
+    def __init__(self, p: float = 0.3, radius_range: tuple[float, float] = (0.2, 2.0)) -> None:
+        self.p, self.radius_range = p, radius_range
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return image
+        return blur(image, random.uniform(*self.radius_range))
+
+
+class RandomMask:
+    """With probability ``p``, cover a random rectangle (2-20 % of the image) with its mean colour.
+
+    The model then cannot rest on one region (a face, a watermark corner, a border) and must find
+    evidence spread over the whole image.
+    """
+
+    def __init__(self, p: float = 0.3, area_range: tuple[float, float] = (0.02, 0.2)) -> None:
+        self.p, self.area_range = p, area_range
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return image
+        width, height = image.size
+        area = random.uniform(*self.area_range) * width * height
+        aspect = random.uniform(0.5, 2.0)
+        w = max(1, min(width, round((area * aspect) ** 0.5)))
+        h = max(1, min(height, round((area / aspect) ** 0.5)))
+        left, top = random.randint(0, width - w), random.randint(0, height - h)
+        image = image.copy()
+        mean = tuple(int(v) for v in image.resize((1, 1), Image.Resampling.BOX).getpixel((0, 0)))
+        image.paste(mean, (left, top, left + w, top + h))
+        return image
+
+
+def training_augmentation(policy: str = "standard") -> PilTransform:
+    """The training-time augmentation for ``policy`` (``standard`` or ``strong``)."""
+    if policy == "strong":
+        return strong_augmentation()
+    if policy != "standard":
+        raise ValueError(f"augmentation policy must be 'standard' or 'strong', not {policy!r}")
+    return standard_augmentation()
+
+
+def strong_augmentation() -> PilTransform:
+    """Standard geometry and colour, then harsher damage for both classes: blur, grey, masks, JPEG 30-95."""
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.RandomRotation(degrees=15)], p=0.3),
+            v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03)], p=0.5),
+            v2.RandomGrayscale(p=0.1),
+            RandomMask(),
+            RandomBlur(),
+            RandomDownscale(p=0.5, factor_range=(0.3, 0.9)),
+            RandomJpeg(p=0.7, quality_range=(30, 95)),
+        ]
+    )
+
+
+def standard_augmentation() -> PilTransform:
     """The training-time augmentation: geometric and colour changes, then re-encoding damage."""
     return v2.Compose(
         [

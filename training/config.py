@@ -45,6 +45,15 @@ class DataSettings(_Settings):
     )
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of images for validation when splitting")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of images for the test split")
+    split_by: Literal["random", "source"] = Field(
+        "random",
+        description="random: images split at random (stratified); source: whole sources in train, val or test, "
+        "so validation, calibration and test see only sources never trained on (the manifest's source column, "
+        "else each image's folder)",
+    )
+    holdout_sources: list[str] = Field(
+        [], description="with --split-by source: the sources for the test split, comma-separated (default: drawn)"
+    )
     seed: int = Field(42, description="seed of the split, the shuffling and the initialisation")
     input_size: int = Field(224, ge=32, description="side of the square model input, in pixels")
     workers: int = Field(2, ge=0, description="DataLoader worker processes")
@@ -67,6 +76,18 @@ class TrainSettings(DataSettings):
     weight_decay: float = Field(0.0, ge=0)
     dropout: float = Field(0.2, ge=0, lt=1)
     augment: bool = Field(True, description="flips, rotations, colour jitter, JPEG re-compression, down-scaling")
+    augment_policy: Literal["standard", "strong"] = Field(
+        "standard",
+        description="strong adds blur, grey, random masking and harsher JPEG and down-scaling, for both classes, "
+        "to break shortcuts a source's processing offers",
+    )
+    sampling: Literal["uniform", "balanced"] = Field(
+        "uniform", description="balanced: every (source, label) group drawn equally often, so big sources count no more"
+    )
+    backbone_lr_scale: float = Field(
+        1.0, ge=0, le=1, description="the backbone's learning rate as a share of the head's (0 freezes it)"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="label smoothing of the training loss")
     patience: int = Field(3, ge=1, description="early stopping: epochs without a better validation loss")
     output_dir: Path = Field(Path("runs"), description="run folders are created under this folder")
     run_name: str | None = Field(None, description="name of the run folder (default: a timestamp)")

@@ -18,7 +18,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,16 @@ class Sample:
     path: Path
     label: str
     split: str | None = None
+    #: where the image came from (a manifest's ``source`` column); whole sources are held out by
+    #: :func:`split_by_source`, so that validation and test measure images from unseen origins
+    source: str | None = None
+    #: the generator (or camera/origin) named by the manifest, for per-generator reports
+    generator: str | None = None
+
+    @property
+    def group(self) -> str:
+        """The source, or the image's folder when no manifest named one (``ai/<source>/x.jpg`` layouts)."""
+        return self.source or self.path.parent.name
 
 
 def discover(source: Path) -> list[Sample]:
@@ -79,16 +89,32 @@ def read_manifest(manifest: Path) -> list[Sample]:
             split = row.get("split") or None
             if split is not None and split not in SPLITS:
                 raise ValueError(f"{manifest}:{line}: split must be one of {SPLITS}, not {split!r}")
-            samples.append(Sample(path if path.is_absolute() else manifest.parent / path, row["label"], split))
+            samples.append(
+                Sample(
+                    path if path.is_absolute() else manifest.parent / path,
+                    row["label"],
+                    split,
+                    source=row.get("source") or None,
+                    generator=row.get("generator") or None,
+                )
+            )
     return sorted(samples, key=lambda s: str(s.path))
 
 
 def write_manifest(samples: Iterable[Sample], destination: Path) -> None:
     with destination.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "split"])
+        writer.writerow(["path", "label", "split", "source", "generator"])
         for sample in samples:
-            writer.writerow([str(sample.path.resolve()), sample.label, sample.split or ""])
+            writer.writerow(
+                [
+                    str(sample.path.resolve()),
+                    sample.label,
+                    sample.split or "",
+                    sample.source or "",
+                    sample.generator or "",
+                ]
+            )
 
 
 def split_samples(samples: Sequence[Sample], val_fraction: float, test_fraction: float, seed: int) -> list[Sample]:
@@ -110,6 +136,78 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, test_fraction:
     )
     split_of = {int(i): name for name, part in (("train", train), ("val", val), ("test", test)) for i in part}
     return [Sample(s.path, s.label, split_of[i]) for i, s in enumerate(ordered)]
+
+
+def split_by_source(
+    samples: Sequence[Sample],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    holdout: Sequence[str] = (),
+) -> list[Sample]:
+    """Assign whole sources to train, val or test, so that val and test hold only unseen sources.
+
+    A model scored on a random split is scored on the sources it trained on, and learns what tells
+    one source from another (subject, style, a site's processing) as readily as what generation
+    leaves behind; only sources never seen in training say how it does on a new one.  The test
+    sources are ``holdout`` when given, else drawn at random (seeded) until each label has about
+    ``test_fraction`` of its images there; the validation sources are drawn the same way from the
+    rest, and calibration is fitted on them.
+    """
+    if all(s.split is not None for s in samples):
+        return list(samples)
+    ordered = sorted(samples, key=lambda s: str(s.path))
+    groups = sorted({s.group for s in ordered})
+    unknown = sorted(set(holdout) - set(groups))
+    if unknown:
+        raise ValueError(f"--holdout-sources names sources not in the data: {unknown}; known sources: {groups}")
+    rng = np.random.default_rng(seed)
+    remaining = [groups[i] for i in rng.permutation(len(groups))]
+    if holdout:
+        test = set(holdout)
+        remaining = [g for g in remaining if g not in test]
+    else:
+        test = draw_groups(ordered, remaining, test_fraction)
+        remaining = [g for g in remaining if g not in test]
+    val = draw_groups(ordered, remaining, val_fraction)
+    split_of = {g: ("test" if g in test else "val" if g in val else "train") for g in groups}
+    result = [replace(s, split=split_of[s.group]) for s in ordered]
+    for name in SPLITS:
+        labels = {s.label for s in result if s.split == name}
+        if labels != set(CLASSES):
+            raise ValueError(
+                f"splitting by source left the {name} split with labels {sorted(labels)}: "
+                f"it needs sources of both {list(CLASSES)} (more sources, or other --holdout-sources)"
+            )
+    return result
+
+
+def draw_groups(samples: Sequence[Sample], candidates: Sequence[str], fraction: float) -> set[str]:
+    """Take groups in the given order while a label they hold still has fewer than ``fraction`` of its images."""
+    totals = Counter(s.label for s in samples)
+    per_group: dict[str, Counter[str]] = {}
+    for s in samples:
+        per_group.setdefault(s.group, Counter())[s.label] += 1
+    taken: set[str] = set()
+    have: Counter[str] = Counter()
+    for group in candidates:
+        wanting = [label for label, n in per_group[group].items() if have[label] < fraction * totals[label]]
+        if wanting:
+            taken.add(group)
+            have.update(per_group[group])
+        if all(have[label] >= fraction * totals[label] for label in totals):
+            break
+    return taken
+
+
+def source_weights(samples: Sequence[Sample]) -> list[float]:
+    """Sampling weights giving every (source, label) group the same total weight.
+
+    With uniform sampling a 600-image source counts 100 times a 6-image one, so memorising the big
+    sources pays; weighting groups equally makes the small, varied sources count as much.
+    """
+    counts = Counter((s.group, s.label) for s in samples)
+    return [1.0 / counts[(s.group, s.label)] for s in samples]
 
 
 def fingerprint(samples: Iterable[Sample]) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from detector.preprocessing import PreprocessConfig
@@ -41,16 +41,23 @@ def make_loader(
     augment: Augmentation | None = None,
     seed: int = 0,
     device: torch.device | None = None,
+    weights: Sequence[float] | None = None,
 ) -> DataLoader:
+    """A loader over ``samples``; with ``weights``, an epoch draws ``len(samples)`` images by weight instead."""
+    generator = torch.Generator().manual_seed(seed) if shuffle or weights is not None else None
+    sampler = None
+    if weights is not None:
+        sampler = WeightedRandomSampler(weights, num_samples=len(samples), replacement=True, generator=generator)
     return DataLoader(
         ImageDataset(samples, config, augment),
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate_skipping_bad,
         pin_memory=device is not None and device.type == "cuda",
-        persistent_workers=False,
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        persistent_workers=workers > 0,
+        generator=generator if sampler is None else None,
         # each worker gets its own seed, so random augmentations differ across workers and epochs
         worker_init_fn=_seed_worker if workers else None,
     )
@@ -78,10 +85,11 @@ def train_one_epoch(
     *,
     description: str = "train",
     max_batches: int | None = None,
+    label_smoothing: float = 0.0,
 ) -> EpochResult:
     """One pass over ``loader`` with cross-entropy and mixed precision on CUDA."""
     model.train()
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=description, unit="batch", leave=False, dynamic_ncols=True)
     for step, (images, targets) in enumerate(bar):
@@ -133,6 +141,24 @@ def predict_logits(
     if not all_logits:
         return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(all_logits), np.concatenate(all_targets)
+
+
+def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float, backbone_lr_scale: float = 1.0):
+    """Adam with the head (``model.classifier``) at ``learning_rate`` and the backbone at a share of it.
+
+    A smaller step for the ImageNet backbone keeps more of its general features (fine-tuning
+    distorts them fastest where the new data are narrow); a share of 0 freezes it outright.
+    """
+    head = list(model.classifier.parameters())
+    head_ids = {id(p) for p in head}
+    backbone = [p for p in model.parameters() if id(p) not in head_ids]
+    if backbone_lr_scale == 0:
+        for parameter in backbone:
+            parameter.requires_grad_(False)
+        groups = [{"params": head}]
+    else:
+        groups = [{"params": head}, {"params": backbone, "lr": learning_rate * backbone_lr_scale}]
+    return torch.optim.Adam(groups, lr=learning_rate, weight_decay=weight_decay)
 
 
 def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:

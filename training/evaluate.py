@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic_settings import CliApp
 
-from detector.calibration import calibrated_probabilities
+from detector.calibration import calibrated_probabilities, decide
 from detector.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from detector.labels import AI, class_index
 from training.augment import PERTURBATIONS
@@ -30,7 +31,7 @@ from training.config import EvaluateSettings
 from training.data import read_manifest
 from training.engine import make_loader, predict_logits, resolve_device
 from training.logs import setup_logging
-from training.metrics import compute_metrics, format_report
+from training.metrics import compute_metrics, format_group_table, format_report, group_table
 from training.plots import save_plots
 
 log = logging.getLogger("training.evaluate")
@@ -103,6 +104,12 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
     )
     (output / "report.txt").write_text(report)
     save_plots(test_targets, probabilities, threshold, meta.classes, output)
+    test_samples = [s for s in samples if s.split == "test"]
+    if len(test_samples) == len(test_targets):
+        report += _write_groups(test_samples, test_targets, probabilities[:, ai], threshold, meta.classes, output)
+        (output / "report.txt").write_text(report)
+    else:  # an image failed to decode: rows and predictions no longer line up
+        log.warning("%d test images could not be decoded; no per-source tables", len(test_samples) - len(test_targets))
     print(report)
 
     if settings.perturb:
@@ -122,6 +129,35 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
     save_checkpoint(run_dir / "model.pt", checkpoint)
     log.info("calibrated model written to %s; reports in %s", run_dir / "model.pt", output)
     return metrics
+
+
+def _write_groups(
+    samples: list, targets: np.ndarray, p_ai: np.ndarray, threshold: float, classes: list[str], output: Path
+) -> str:
+    """Write ``predictions.csv`` (one row per test image) and the per-source and per-generator tables."""
+    labels = [classes[t] for t in targets]
+    predicted = [d.label for d in decide(_two_column(p_ai, classes), classes, threshold)]
+    with (output / "predictions.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "source", "generator", "p_ai", "predicted"])
+        for sample, label, p, said in zip(samples, labels, p_ai, predicted, strict=True):
+            writer.writerow([sample.path, label, sample.group, sample.generator or "", f"{p:.6f}", said])
+    text = ""
+    tables = {}
+    for key, title in (("source", "per source"), ("generator", "per generator")):
+        groups = [s.group if key == "source" else (s.generator or s.group) for s in samples]
+        tables[key] = group_table(groups, labels, predicted, p_ai)
+        text += "\n" + format_group_table(tables[key], title)
+    (output / "groups.json").write_text(json.dumps(tables, indent=2))
+    return text
+
+
+def _two_column(p_ai: np.ndarray, classes: list[str]) -> np.ndarray:
+    """P(ai) back into a probability row per image, in the checkpoint's class order."""
+    rows = np.empty((len(p_ai), 2))
+    ai = class_index(AI, classes)
+    rows[:, ai], rows[:, 1 - ai] = p_ai, 1 - p_ai
+    return rows
 
 
 def _perturbation_table(table: dict[str, dict[str, Any]]) -> str:

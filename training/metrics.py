@@ -47,15 +47,17 @@ def compute_metrics(
     classes = list(classes)
     ai = class_index(AI, classes)
     predicted = np.array([class_index(d.label, classes) for d in decide(probabilities, classes, threshold)])
+    is_ai = labels == ai
     indices = list(range(len(classes)))
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predicted, labels=[ai], average=None, zero_division=0
     )
-    is_ai = labels == ai
     roc_auc = float(roc_auc_score(is_ai, probabilities[:, ai])) if 0 < is_ai.sum() < len(labels) else None
     return {
         "n": int(len(labels)),
         "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(np.mean([np.mean(predicted[labels == c] == c) for c in np.unique(labels)])),
+        "real_flagged": float((predicted[~is_ai] == ai).mean()) if (~is_ai).any() else None,
         "precision": float(precision[0]),
         "recall": float(recall[0]),
         "f1": float(f1[0]),
@@ -79,6 +81,7 @@ def format_report(metrics: dict[str, Any], title: str = "Test split") -> str:
         "=" * len(title),
         f"images     {metrics['n']}",
         f"accuracy   {metrics['accuracy']:.4f}",
+        f"balanced   {metrics['balanced_accuracy']:.4f}   (mean of the per-class recalls)",
         f"precision  {metrics['precision']:.4f}   (ai = positive class)",
         f"recall     {metrics['recall']:.4f}",
         f"f1         {metrics['f1']:.4f}",
@@ -101,4 +104,42 @@ def format_report(metrics: dict[str, Any], title: str = "Test split") -> str:
     ]
     for name, row in zip(classes, metrics["confusion_matrix"], strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines) + "\n"
+
+
+def group_table(
+    groups: Sequence[str], labels: Sequence[str], predicted: Sequence[str], p_ai: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Per group (a source, a generator) and true label: images, share classified right, mean P(ai).
+
+    One source is mostly one label, so its accuracy is the recall of that label on it: the rows
+    say which kinds of images the model gets wrong, which one global figure hides.
+    """
+    cells: dict[tuple[str, str], list[tuple[bool, float]]] = {}
+    for group, label, said, p in zip(groups, labels, predicted, p_ai, strict=True):
+        cells.setdefault((group, label), []).append((said == label, float(p)))
+    return [
+        {
+            "group": group,
+            "label": label,
+            "n": len(cell),
+            "accuracy": float(np.mean([c for c, _ in cell])),
+            "mean_p_ai": float(np.mean([p for _, p in cell])),
+        }
+        for (group, label), cell in sorted(cells.items())
+    ]
+
+
+def format_group_table(rows: Sequence[dict[str, Any]], title: str, width: int = 60) -> str:
+    """The table as fixed-width text; group names longer than ``width`` are cut."""
+
+    def cut(name: str) -> str:
+        return name if len(name) <= width else name[: width - 1] + "…"
+
+    width = min(width, max([len(title), *(len(r["group"]) for r in rows)])) + 2
+    lines = [f"{title:<{width}}{'label':>6}{'n':>6}{'accuracy':>10}{'mean P(ai)':>12}"]
+    for r in rows:
+        lines.append(
+            f"{cut(r['group']):<{width}}{r['label']:>6}{r['n']:>6}{r['accuracy']:>10.3f}{r['mean_p_ai']:>12.3f}"
+        )
     return "\n".join(lines) + "\n"

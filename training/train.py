@@ -26,10 +26,20 @@ from detector.model import MissingWeightsError, build_model
 from detector.preprocessing import PreprocessConfig
 from training.augment import training_augmentation
 from training.config import EvaluateSettings, TrainSettings
-from training.data import check_readable, discover, fingerprint, read_manifest, split_samples, write_manifest
+from training.data import (
+    check_readable,
+    discover,
+    fingerprint,
+    read_manifest,
+    source_weights,
+    split_by_source,
+    split_samples,
+    write_manifest,
+)
 from training.engine import (
     cross_entropy,
     make_loader,
+    make_optimizer,
     predict_logits,
     resolve_device,
     seed_everything,
@@ -82,7 +92,7 @@ def train(settings: TrainSettings, on_epoch_end: EpochCallback | None = None) ->
     if settings.resume is not None:
         samples = read_manifest(run_dir / "split.csv")
     else:
-        samples = split_samples(discover(settings.data), settings.val_fraction, settings.test_fraction, settings.seed)
+        samples = _split(settings)
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir)
     device = resolve_device(settings.device)
@@ -105,7 +115,7 @@ def train(settings: TrainSettings, on_epoch_end: EpochCallback | None = None) ->
         raise ValueError("the split has no training or no validation images")
 
     model = model.to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(model, settings.learning_rate, settings.weight_decay, settings.backbone_lr_scale)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     metadata = CheckpointMetadata(
         architecture=settings.architecture,
@@ -128,7 +138,8 @@ def train(settings: TrainSettings, on_epoch_end: EpochCallback | None = None) ->
         by_split["train"],
         preprocess,
         shuffle=True,
-        augment=training_augmentation() if settings.augment else None,
+        augment=training_augmentation(settings.augment_policy) if settings.augment else None,
+        weights=source_weights(by_split["train"]) if settings.sampling == "balanced" else None,
         **loader_args,
     )
     val_loader = make_loader(by_split["val"], preprocess, shuffle=False, **loader_args)
@@ -144,6 +155,7 @@ def train(settings: TrainSettings, on_epoch_end: EpochCallback | None = None) ->
             scaler,
             description=f"epoch {epoch}/{settings.epochs}",
             max_batches=settings.max_batches,
+            label_smoothing=settings.label_smoothing,
         )
         logits, targets = predict_logits(
             model, val_loader, device, description="validate", max_batches=settings.max_batches
@@ -198,6 +210,18 @@ def train(settings: TrainSettings, on_epoch_end: EpochCallback | None = None) ->
             )
         )
     return result
+
+
+def _split(settings: TrainSettings) -> list:
+    """The data of ``settings.data``, split at random or by source as the settings say."""
+    samples = discover(settings.data)
+    if settings.split_by == "source":
+        return split_by_source(
+            samples, settings.val_fraction, settings.test_fraction, settings.seed, settings.holdout_sources
+        )
+    if settings.holdout_sources:
+        raise ValueError("--holdout-sources needs --split-by source")
+    return split_samples(samples, settings.val_fraction, settings.test_fraction, settings.seed)
 
 
 def _resume(last_path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
