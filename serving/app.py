@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,7 +38,7 @@ from serving.config import ServeSettings
 from serving.errors import error_response
 from serving.evidence import EvidenceItem, weigh
 from serving.limits import BodyLimits
-from serving.memory import release_free_memory_soon
+from serving.memory import in_background
 
 log = logging.getLogger("serving")
 HERE = Path(__file__).parent
@@ -103,6 +103,8 @@ class UploadBudget:
     def __init__(self, limit: int, retry_after: int) -> None:
         self.limit, self.retry_after = limit, retry_after
         self.held = 0
+        #: what hands memory back once the last large upload is answered (the backend's release_memory)
+        self.release: Callable[[], None] | None = None
 
     @contextmanager
     def hold(self, size: int) -> Iterator[None]:
@@ -118,8 +120,8 @@ class UploadBudget:
             yield
         finally:
             self.held -= size
-            if self.held == 0 and size >= RELEASE_AFTER_BYTES:
-                release_free_memory_soon()
+            if self.held == 0 and size >= RELEASE_AFTER_BYTES and self.release is not None:
+                in_background(self.release)
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -128,6 +130,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backend = create_backend(settings)
+        app.state.upload_budget.release = app.state.backend.release_memory
         log.info("serving model %s with the %s backend", app.state.backend.version, settings.backend)
         yield
         await app.state.backend.close()

@@ -22,6 +22,7 @@ from detector.calibration import Decision
 from detector.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector
 from detector.preprocessing import ImageDecodeError
 from serving.config import ServeSettings
+from serving.memory import release_free_memory
 
 #: the HTTP status of each refusal reason of the core's decoder (TorchServe's handler has the same, checked by a test)
 STATUS_FOR_REASON = {"too_large": 413, "not_an_image": 415, "empty": 422, "truncated": 422}
@@ -61,26 +62,19 @@ class Backend(Protocol):
     async def check(self) -> None:
         """Return when the backend can answer now; raise :class:`BackendUnavailable` saying why not."""
 
+    def release_memory(self) -> None:
+        """Hand memory that a burst of large requests left behind back to the system (run in a thread)."""
+
     async def close(self) -> None: ...
 
 
-class ShrinkingOnnxDetector(OnnxDetector):
-    """:class:`OnnxDetector` whose memory goes back down after a large batch.
-
-    ONNX Runtime's CPU memory arena grows to the largest batch it has run and keeps that memory for
-    the life of the session: one request of 16 files (one forward pass of 16) left the web app ~300
-    MB larger for good. Asking for the arena to shrink at the end of each run hands it back; the
-    forward pass costs the same (docs/performance.md, "Memory under large uploads").
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.run_options = ort.RunOptions()
-        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        inputs = {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
-        return self.session.run([OUTPUT_NAME], inputs, self.run_options)[0]
+#: The most images in one forward pass. ONNX Runtime's CPU memory arena grows to the largest batch it
+#: has run and keeps that memory for the life of the session: one request of 16 files run as one batch
+#: left the web app ~340 MB larger for good, a batch of 8 ~150 MB. Larger batches gain nothing per image on
+#: a CPU (make microbench, ONNX Runtime fp32 on one core: 76.6 images/s at batch 8, 72.5 at 32), and asking
+#: the arena to shrink after each run instead cost 10-30 % per image (docs/performance.md): it is asked
+#: only once a burst is over (:meth:`OnnxBackend.release_memory`).
+MAX_FORWARD_BATCH = 8
 
 
 class OnnxBackend:
@@ -92,11 +86,13 @@ class OnnxBackend:
                 f"no ONNX model at {settings.model}: train a model (make train) and export it (make export), "
                 "or set DETECTOR_SERVE_MODEL"
             )
-        self.detector = ShrinkingOnnxDetector(settings.model, threads=settings.threads)
+        self.detector = OnnxDetector(settings.model, threads=settings.threads)
         self.version = self.detector.version
         self.threshold = self.detector.metadata.threshold
         self.max_pixels = settings.max_pixels
         self.limiter = anyio.CapacityLimiter(settings.inference_concurrency)
+        self.shrink_arena = ort.RunOptions()
+        self.shrink_arena.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     async def predict(self, files: list[bytes]) -> list[Prediction]:
         return await anyio.to_thread.run_sync(self._predict, files, limiter=self.limiter)
@@ -116,8 +112,11 @@ class OnnxBackend:
         inference = 0.0
         if arrays:
             started = time.perf_counter()
-            batch = np.stack(list(arrays.values()))
-            decisions = dict(zip(arrays, self.detector.classify(batch), strict=True))
+            positions = list(arrays)
+            for first in range(0, len(positions), MAX_FORWARD_BATCH):
+                chunk = positions[first : first + MAX_FORWARD_BATCH]
+                batch = np.stack([arrays[i] for i in chunk])
+                decisions.update(zip(chunk, self.detector.classify(batch), strict=True))
             inference = time.perf_counter() - started
         return [
             Prediction(
@@ -131,6 +130,17 @@ class OnnxBackend:
 
     async def check(self) -> None:
         return None  # the model is in this process: loaded means able to answer
+
+    def release_memory(self) -> None:
+        """One forward pass of one blank image that ends by shrinking the arena, then glibc's trim.
+
+        ONNX Runtime shrinks its arena only at the end of a run that asks for it; one image costs a few
+        milliseconds, and this runs only after the last large upload of a burst has been answered.
+        """
+        size = self.detector.preprocess_config.input_size
+        blank = {INPUT_NAME: np.zeros((1, 3, size, size), dtype=np.float32)}
+        self.detector.session.run([OUTPUT_NAME], blank, self.shrink_arena)
+        release_free_memory()
 
     async def close(self) -> None:
         return None
@@ -224,6 +234,9 @@ class TorchServeBackend:
         if status == 503:
             return BackendUnavailable(503, "backend_unavailable", "TorchServe has no worker free for the model")
         return BackendUnavailable(502, "backend_error", f"TorchServe answered {status} {kind}".rstrip())
+
+    def release_memory(self) -> None:
+        release_free_memory()  # the model's memory is TorchServe's; here only the uploads were held
 
     async def close(self) -> None:
         await self.client.aclose()

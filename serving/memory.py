@@ -6,6 +6,7 @@ from the heap too): after a burst the process stays at its peak size although no
 memory (measured in docs/performance.md, "Memory under large uploads"). ``malloc_trim(0)`` releases
 what is free in every arena. It costs a few milliseconds, so it runs in a worker thread, and only when
 the last request holding a large upload has finished. On a C library without it, nothing is done.
+The backend adds its own part (ONNX Runtime's arena: ``OnnxBackend.release_memory``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger("serving")
 
@@ -29,7 +31,13 @@ def release_free_memory() -> None:
         _trim(0)
 
 
-def release_free_memory_soon() -> None:
-    """Schedule :func:`release_free_memory` off the event loop; the request that triggers it does not wait."""
-    if _trim is not None:
-        asyncio.get_running_loop().run_in_executor(None, release_free_memory)
+def in_background(release: Callable[[], None]) -> None:
+    """Run ``release`` off the event loop; the request that triggers it does not wait for it."""
+
+    def guarded() -> None:
+        try:
+            release()
+        except Exception as error:  # memory not handed back is no reason to disturb anything else
+            log.warning("could not hand memory back after a burst: %s", error)
+
+    asyncio.get_running_loop().run_in_executor(None, guarded)
