@@ -36,6 +36,22 @@ setup: $(STAMP)  ## create .venv and install the pinned dependencies
 train: $(STAMP)  ## train, calibrate and evaluate: make train DATA=path [PARAMS=runs/tune/best_params.json] [ARGS=...]
 	$(BIN)/python -m training.train --data $(DATA) $(if $(PARAMS),--params-file $(PARAMS)) $(ARGS)
 
+# The shipped model (models/default/MODEL_CARD.md): models/default/recipe.json on realvsai-v1, split by source,
+# calibrated on validation sources and measured on test sources it never saw, then copied into models/default/.
+DEFAULT_DATA ?= ../shared/data/realvsai-v1/manifest.csv
+DEFAULT_RUN  ?= runs/default-v1
+.PHONY: default-model crossval shortcuts
+default-model: $(STAMP)  ## retrain the shipped model from its recipe [DEFAULT_DATA=.../manifest.csv] (about 1 h on 2 cores)
+	$(BIN)/python -m training.train --data $(DEFAULT_DATA) --config models/default/recipe.json --no-evaluate
+	$(BIN)/python -m training.evaluate --run $(DEFAULT_RUN) --perturb
+	cp $(DEFAULT_RUN)/model.pt models/default/model.pt
+
+crossval: $(STAMP)  ## compare recipes on unseen sources (source k-fold): make crossval DATA=manifest [ARGS="--recipes FILE"]
+	$(BIN)/python -m training.crossval --data $(DATA) $(ARGS)
+
+shortcuts: $(STAMP)  ## how well file size, format, JPEG quality and colour alone predict the label: make shortcuts DATA=...
+	$(BIN)/python -m training.shortcuts --data $(DATA) $(ARGS)
+
 tune: $(STAMP)  ## Optuna search: make tune DATA=path [ARGS="--trials 20 --timeout 3600"]
 	$(BIN)/python -m training.tune --data $(DATA) $(ARGS)
 

@@ -7,8 +7,15 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
+from detector import SHIPPED_MODEL
 from detector.preprocessing import DEFAULT_MAX_PIXELS
 from scan.reports import FORMATS
+
+
+def _default_model() -> Path:
+    """The exported ONNX model when ``make export`` has run (fastest), else the shipped checkpoint."""
+    exported = Path("model_store/detector.onnx")
+    return exported if exported.is_file() else SHIPPED_MODEL
 
 
 class ScanSettings(BaseSettings):
@@ -30,7 +37,11 @@ class ScanSettings(BaseSettings):
         default_factory=list, description="image files and folders (folders are searched recursively)"
     )
     paths_from: Path | None = Field(None, description="a text file with one path per line (- for stdin)")
-    model: Path = Field(Path("model_store/detector.onnx"), description=".onnx (ONNX Runtime) or .pt checkpoint")
+    model: Path = Field(
+        default_factory=_default_model,
+        description=".onnx (ONNX Runtime) or .pt checkpoint (default: model_store/detector.onnx after make export, "
+        "else the model shipped in models/default)",
+    )
     output: Path = Field(Path("scan-report"), description="report prefix: writes PREFIX.csv, PREFIX.jsonl")
     format: list[str] = Field(["csv", "jsonl"], description="report formats, any of csv, jsonl")
     html: bool = Field(False, description="also write PREFIX.html, thumbnails sorted by P(ai), for review")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,6 +97,27 @@ class TrainSettings(DataSettings):
     target_fpr: float = Field(0.02, gt=0, lt=1, description="false-positive rate on real photos for the threshold")
     model_version: str | None = Field(None, description="version string stored in the checkpoint")
     max_batches: int | None = Field(None, ge=1, description="stop each epoch after this many batches (smoke runs)")
+    config: Path | None = Field(
+        None,
+        description="JSON of any of these settings (a recipe, or a run's config.json); "
+        "the environment and flags override it",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_config_file(cls, data: Any) -> Any:
+        """A config file's values sit between the defaults and whatever the environment or flags set."""
+        if isinstance(data, dict) and data.get("config"):
+            path = Path(data["config"])
+            if not path.is_file():
+                raise ValueError(f"--config {path}: no such file")
+            saved = json.loads(path.read_text())
+            saved.pop("config", None)
+            unknown = sorted(set(saved) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(f"--config {path}: unknown settings {unknown}")
+            return {**saved, **data}
+        return data
 
     @model_validator(mode="after")
     def _apply_params_file(self) -> TrainSettings:

@@ -48,6 +48,7 @@ class CrossvalSettings(TrainSettings):
     recipes: Path | None = Field(
         None, description='JSON {"name": {"setting": value, ...}}; default: one recipe, the base'
     )
+    only: list[str] = Field([], description="run only these recipes of the file, comma-separated")
     max_per_group: int | None = Field(
         None, ge=1, description="at most this many images per (source, label), drawn with the seed (quick comparisons)"
     )
@@ -136,6 +137,11 @@ def crossval(settings: CrossvalSettings) -> dict[str, dict[str, Any]]:
     recipes: dict[str, dict[str, Any]] = {"base": {}}
     if settings.recipes is not None:
         recipes = json.loads(Path(settings.recipes).read_text())
+    if settings.only:
+        missing = sorted(set(settings.only) - set(recipes))
+        if missing:
+            raise ValueError(f"--only names recipes not in {settings.recipes}: {missing}; it has {sorted(recipes)}")
+        recipes = {name: recipes[name] for name in settings.only}
     unknown = {key for recipe in recipes.values() for key in recipe} - set(TrainSettings.model_fields)
     if unknown:
         raise ValueError(f"recipes set unknown training settings: {sorted(unknown)}")
