@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import sys
+from typing import Any
 
 import uvicorn
 from pydantic_settings import CliApp
+from uvicorn.config import LOGGING_CONFIG
 
 from serving.app import create_app
 from serving.config import ServeSettings
 from serving.protocol import with_header_timeout
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's own logging, with the app's ``serving`` logger printed the same way (it has no handler else)."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["serving"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=_log_config(),
         # h11 with a deadline on each request's headers: uvicorn has none of its own (serving/protocol.py)
         http=with_header_timeout(settings.header_timeout),
     )

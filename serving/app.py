@@ -105,6 +105,8 @@ class UploadBudget:
         self.held = 0
         #: what hands memory back once the last large upload is answered (the backend's release_memory)
         self.release: Callable[[], None] | None = None
+        #: a large upload was held since memory was last handed back
+        self.large_since_release = False
 
     @contextmanager
     def hold(self, size: int) -> Iterator[None]:
@@ -116,11 +118,13 @@ class UploadBudget:
                 {"Retry-After": str(self.retry_after)},
             )
         self.held += size
+        self.large_since_release = self.large_since_release or size >= RELEASE_AFTER_BYTES
         try:
             yield
         finally:
             self.held -= size
-            if self.held == 0 and size >= RELEASE_AFTER_BYTES and self.release is not None:
+            if self.held == 0 and self.large_since_release and self.release is not None:
+                self.large_since_release = False
                 in_background(self.release)
 
 

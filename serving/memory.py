@@ -15,6 +15,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("serving")
@@ -35,9 +36,14 @@ def in_background(release: Callable[[], None]) -> None:
     """Run ``release`` off the event loop; the request that triggers it does not wait for it."""
 
     def guarded() -> None:
+        started = time.perf_counter()
         try:
             release()
         except Exception as error:  # memory not handed back is no reason to disturb anything else
             log.warning("could not hand memory back after a burst: %s", error)
+        else:
+            log.info(
+                "memory handed back after a burst of large uploads (%.0f ms)", 1000 * (time.perf_counter() - started)
+            )
 
     asyncio.get_running_loop().run_in_executor(None, guarded)

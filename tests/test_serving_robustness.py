@@ -144,6 +144,13 @@ def test_upload_memory_is_bounded_with_503_and_retry_after(exported_model: Path,
         assert len(answers[0].json()["results"]) == 16
         after = httpx.post(f"{url}/predict", files=[("files", ("small.jpg", small, "image/jpeg"))], timeout=60)
         assert after.status_code == 200
+        # once the large upload was answered and none other held, the memory it left was handed back
+        log = tmp_path / "server.log"
+        for _ in range(50):
+            if "memory handed back after a burst" in log.read_text():
+                break
+            time.sleep(0.1)
+        assert "memory handed back after a burst" in log.read_text(), log.read_text()[-2000:]
 
 
 @pytest.mark.parametrize(
