@@ -9,6 +9,7 @@ high-frequency evidence a detector can latch onto, so training must see such cop
 from __future__ import annotations
 
 import io
+import math
 import random
 from collections.abc import Callable
 from functools import partial
@@ -70,6 +71,40 @@ class RandomDownscale:
         return downscale(image, random.uniform(*self.factor_range))
 
 
+def square_crop(image: Image.Image) -> Image.Image:
+    """The largest centred square: a photo cropped for a square feed, the shape most generators output."""
+    side = min(image.size)
+    return center_crop_to(image, side, side)
+
+
+def center_crop_to(image: Image.Image, crop_w: int, crop_h: int) -> Image.Image:
+    width, height = image.size
+    left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    return image.crop((left, top, left + crop_w, top + crop_h))
+
+
+class RandomAspectCrop:
+    """Crop to a random aspect ratio (width / height drawn log-uniformly from ``ratio_range``), at a random place.
+
+    In realvsai-v1 86 % of AI images are square and 56 % of photos are (``python -m training.shortcuts``:
+    aspect ratio alone predicts the label at 0.65 balanced accuracy on unseen sources).  The model
+    squeezes every image to a square, so the shape shows as a stretch it could learn instead of
+    generation traces; giving every training image a random shape, whatever its label, takes that
+    shortcut away.
+    """
+
+    def __init__(self, ratio_range: tuple[float, float] = (0.75, 4 / 3)) -> None:
+        self.log_range = (math.log(ratio_range[0]), math.log(ratio_range[1]))
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        ratio = math.exp(random.uniform(*self.log_range))
+        crop_w, crop_h = (width, round(width / ratio)) if width / height < ratio else (round(height * ratio), height)
+        crop_w, crop_h = max(1, min(crop_w, width)), max(1, min(crop_h, height))
+        left, top = random.randint(0, width - crop_w), random.randint(0, height - crop_h)
+        return image.crop((left, top, left + crop_w, top + crop_h))
+
+
 class RandomBlur:
     """With probability ``p``, a Gaussian blur of a radius drawn from ``radius_range``."""
 
@@ -107,13 +142,12 @@ class RandomMask:
         return image
 
 
-def training_augmentation(policy: str = "standard") -> PilTransform:
-    """The training-time augmentation for ``policy`` (``standard`` or ``strong``)."""
-    if policy == "strong":
-        return strong_augmentation()
-    if policy != "standard":
+def training_augmentation(policy: str = "standard", random_aspect: bool = False) -> PilTransform:
+    """The training-time augmentation for ``policy`` (``standard`` or ``strong``), after a random-aspect crop if asked."""
+    if policy not in ("standard", "strong"):
         raise ValueError(f"augmentation policy must be 'standard' or 'strong', not {policy!r}")
-    return standard_augmentation()
+    steps = strong_augmentation() if policy == "strong" else standard_augmentation()
+    return v2.Compose([RandomAspectCrop(), steps]) if random_aspect else steps
 
 
 def strong_augmentation() -> PilTransform:
@@ -154,5 +188,6 @@ PERTURBATIONS: dict[str, PilTransform | None] = {
     "jpeg_q50": partial(jpeg_recompress, quality=50),
     "downscale_0.5x": partial(downscale, factor=0.5),
     "center_crop_0.5": partial(center_crop, fraction=0.5),
+    "square_crop": square_crop,
     "gaussian_blur_r1.5": partial(blur, radius=1.5),
 }

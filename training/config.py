@@ -81,6 +81,11 @@ class TrainSettings(DataSettings):
         description="strong adds blur, grey, random masking and harsher JPEG and down-scaling, for both classes, "
         "to break shortcuts a source's processing offers",
     )
+    random_aspect: bool = Field(
+        False,
+        description="crop each training image to a random aspect ratio (3:4 to 4:3) first, so that an image's "
+        "shape tells nothing of its label",
+    )
     sampling: Literal["uniform", "balanced"] = Field(
         "uniform", description="balanced: every (source, label) group drawn equally often, so big sources count no more"
     )

@@ -138,7 +138,7 @@ def train(settings: TrainSettings, on_epoch_end: EpochCallback | None = None) ->
         by_split["train"],
         preprocess,
         shuffle=True,
-        augment=training_augmentation(settings.augment_policy) if settings.augment else None,
+        augment=training_augmentation(settings.augment_policy, settings.random_aspect) if settings.augment else None,
         weights=source_weights(by_split["train"]) if settings.sampling == "balanced" else None,
         **loader_args,
     )
