@@ -98,14 +98,29 @@ def attach_metadata(path: Path, meta: CheckpointMetadata) -> None:
 
 
 def parity_images(checkpoint: Path, given: list[Path], limit: int) -> list[Path]:
-    """The images named (files or folders), else the checkpoint's run's validation and test images."""
+    """The images named (files or folders), else the checkpoint's run's validation and test images.
+
+    A checkpoint outside a run folder (the model shipped in ``models/default``, on a machine without
+    its data set) falls back to the sample images installed with matplotlib: a photo and two drawings,
+    enough to catch an export that computes something else.
+    """
     found: list[Path] = []
     for item in given:
         found += list_images(item) if item.is_dir() else [item]
     split = checkpoint.parent / "split.csv"
     if not found and split.is_file():
         found = [sample.path for sample in read_manifest(split) if sample.split in ("val", "test")]
+    if not found:
+        found = _installed_sample_images()
     return found[:limit]
+
+
+def _installed_sample_images() -> list[Path]:
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "sample_data"
+    names = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png")
+    return [folder / name for name in names if (folder / name).is_file()]
 
 
 def check_parity(checkpoint: Path, onnx_path: Path, images: list[Path]) -> float:

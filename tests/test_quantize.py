@@ -15,6 +15,7 @@ from test_model import GRACE_HOPPER
 
 from detector.onnx_runtime import METADATA_KEY, OnnxDetector
 from export.quantize import QUANTIZATION_KEY, VERSION_SUFFIX
+from training.data import read_manifest
 
 #: a short timing, so the test checks that the figures are produced, not what they are
 QUICK = ["--repeats", "1", "--images-per-run", "8"]
@@ -71,20 +72,21 @@ def test_int8_gives_the_fp32_label_on_most_real_images(
     fp32, int8 = OnnxDetector(exported_model), OnnxDetector(quantized)
     images = [GRACE_HOPPER, *sorted((trained_run.parent.parent / "data").rglob("*.*"))]
     batch = np.stack([fp32.preprocess(path) for path in images])
-    fp32_labels = [d.label for d in fp32.classify(batch)]
-    int8_labels = [d.label for d in int8.classify(batch)]
-    agreement = np.mean([a == b for a, b in zip(fp32_labels, int8_labels, strict=True)])
-    # "most", not "all": the tiny run's calibration is degenerate (separable validation images give the
-    # lowest temperature and a threshold near 1), so images near that threshold may flip either way
-    assert agreement >= 0.75, (fp32_labels, int8_labels)
-    # the same function up to int8 noise: the logit margins move together
+    # the tiny run's calibration is degenerate (separable validation images give the lowest temperature
+    # and a threshold near 1), so thresholded labels near it flip either way with the CPU's thread count;
+    # the model's own view, the sign of its logit margin, must agree wherever fp32 is clearly decided
     margin_fp32, margin_int8 = (np.diff(model.logits(batch), axis=1)[:, 0] for model in (fp32, int8))
+    clear = np.abs(margin_fp32) > 1.0
+    assert clear.sum() >= len(images) // 2, margin_fp32
+    agreement = np.mean(np.sign(margin_fp32[clear]) == np.sign(margin_int8[clear]))
+    assert agreement >= 0.9, (margin_fp32, margin_int8)
+    # the same function up to int8 noise: the logit margins move together
     assert np.corrcoef(margin_fp32, margin_int8)[0, 1] > 0.7
 
 
 def test_evaluation_report(quantized: Path, trained_run: Path) -> None:
     report = json.loads(quantized.with_suffix(".json").read_text())
-    test_images = sum(1 for line in (trained_run / "split.csv").read_text().splitlines() if line.endswith(",test"))
+    test_images = sum(1 for sample in read_manifest(trained_run / "split.csv") if sample.split == "test")
     assert report["accuracy"]["n"] == test_images
     assert 0 <= report["accuracy"]["agreement"] <= 1 and report["accuracy"]["max_probability_difference"] >= 0
     assert [t["batch_size"] for t in report["throughput"]] == [1, 8]

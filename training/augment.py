@@ -143,7 +143,7 @@ class RandomMask:
 
 
 def training_augmentation(policy: str = "standard", random_aspect: bool = False) -> PilTransform:
-    """The training-time augmentation for ``policy`` (``standard`` or ``strong``), after a random-aspect crop if asked."""
+    """The training-time augmentation for ``policy`` (``standard`` or ``strong``), after a random-aspect crop."""
     if policy not in ("standard", "strong"):
         raise ValueError(f"augmentation policy must be 'standard' or 'strong', not {policy!r}")
     steps = strong_augmentation() if policy == "strong" else standard_augmentation()
