@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST_TRAINING, run_module, write_dataset
 
-from training.data import discover, source_weights, split_by_source
+from training.data import discover, source_weights, split_by_source, split_samples
 
 
 def write_sourced_dataset(root: Path, per_source: int = 4) -> Path:
@@ -40,6 +40,8 @@ def test_each_source_lands_in_one_split_and_val_and_test_hold_both_labels(tmp_pa
     for name in ("train", "val", "test"):
         assert {s.label for s in split if s.split == name} == {"ai", "real"}, name
     assert split_by_source(list(reversed(samples)), 0.2, 0.2, seed=3) == split
+    # a random split keeps each image's source and generator for the per-source tables too
+    assert all(s.source and s.generator for s in split_samples(samples, 0.2, 0.2, seed=3))
 
 
 def test_holdout_sources_are_the_test_split_and_unknown_ones_are_named(tmp_path: Path) -> None:

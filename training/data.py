@@ -135,7 +135,7 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, test_fraction:
         random_state=seed,
     )
     split_of = {int(i): name for name, part in (("train", train), ("val", val), ("test", test)) for i in part}
-    return [Sample(s.path, s.label, split_of[i]) for i, s in enumerate(ordered)]
+    return [replace(s, split=split_of[i]) for i, s in enumerate(ordered)]
 
 
 def split_by_source(
