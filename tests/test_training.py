@@ -86,6 +86,7 @@ def test_evaluation_reports(trained_run: Path) -> None:
         "jpeg_q50",
         "downscale_0.5x",
         "center_crop_0.5",
+        "square_crop",
         "gaussian_blur_r1.5",
     ]
     assert all(row["n"] == 4 for row in table.values())
