@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def make_folds(samples: list[Sample], folds: int, val_fraction: float, seed: int
         fold = []
         for i, s in enumerate(samples):
             split = "test" if i in test_set else "val" if s.group in val else "train"
-            fold.append(Sample(s.path, s.label, split, s.source, s.generator))
+            fold.append(replace(s, split=split))
         result.append(fold)
     return result
 
