@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
-from handlers.local_server import free_port
+from web_process import running_web_server  # noqa: F401 - tests import it from here too
 
 
 def make_image(kind: str, seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
@@ -93,35 +88,6 @@ def exported_model(trained_run: Path) -> Path:
     output = trained_run / "model.onnx"
     run_module("export.onnx", "--checkpoint", str(trained_run / "model.pt"), "--output", str(output))
     return output
-
-
-@contextmanager
-def running_web_server(model: Path, log: Path, **env: str) -> Iterator[str]:
-    """``python -m serving`` in a real uvicorn process on a free loopback port, with extra settings in ``env``."""
-    port = free_port()
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--model", str(model), "--port", str(port)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not become ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="session")

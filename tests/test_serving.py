@@ -13,11 +13,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port, make_image
+from conftest import make_image
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from detector.onnx_runtime import OnnxDetector
+from handlers.local_server import free_port
 from serving.app import create_app
 from serving.config import ServeSettings
 

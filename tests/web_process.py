@@ -1,4 +1,4 @@
-"""``python -m serving`` in a real uvicorn process that may never become ready (a backend that cannot answer)."""
+"""``python -m serving`` in a real uvicorn process, handed to a test once it answers (ready, or only alive)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,11 +16,10 @@ from handlers.local_server import free_port
 
 
 @contextmanager
-def live_web_server(model: Path, log: Path, **env: str) -> Iterator[str]:
-    """The web app, with extra ``DETECTOR_SERVE_*`` settings in ``env``, once it is *alive* (``/healthz``).
+def running_web_server(model: Path, log: Path, *, ready_path: str = "/readyz", **env: str) -> Iterator[str]:
+    """``python -m serving`` in a real uvicorn process on a free loopback port, with extra settings in ``env``.
 
-    conftest's ``running_web_server`` waits for ``/readyz``; these servers are started to show what
-    they say when their backend cannot answer, so they are never ready.
+    It is handed over once ``ready_path`` answers 200: ``/readyz`` (ready to predict) by default.
     """
     port = free_port()
     with log.open("w") as handle:
@@ -35,14 +34,20 @@ def live_web_server(model: Path, log: Path, **env: str) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"the server did not answer {ready_path}:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def live_web_server(model: Path, log: Path, **env: str) -> AbstractContextManager[str]:
+    """The web app once it is *alive* (``/healthz``): for servers started to show what they say when their
+    backend cannot answer, which are never ready."""
+    return running_web_server(model, log, ready_path="/healthz", **env)
