@@ -143,7 +143,9 @@ def predict_logits(
     return np.concatenate(all_logits), np.concatenate(all_targets)
 
 
-def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float, backbone_lr_scale: float = 1.0):
+def make_optimizer(
+    model: nn.Module, learning_rate: float, weight_decay: float, backbone_lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
     """Adam with the head (``model.classifier``) at ``learning_rate`` and the backbone at a share of it.
 
     A smaller step for the ImageNet backbone keeps more of its general features (fine-tuning

@@ -27,6 +27,7 @@ from detector.preprocessing import PreprocessConfig
 from training.augment import training_augmentation
 from training.config import EvaluateSettings, TrainSettings
 from training.data import (
+    Sample,
     check_readable,
     discover,
     fingerprint,
@@ -212,7 +213,7 @@ def train(settings: TrainSettings, on_epoch_end: EpochCallback | None = None) ->
     return result
 
 
-def _split(settings: TrainSettings) -> list:
+def _split(settings: TrainSettings) -> list[Sample]:
     """The data of ``settings.data``, split at random or by source as the settings say."""
     samples = discover(settings.data)
     if settings.split_by == "source":
