@@ -38,7 +38,12 @@ def downscale(image: Image.Image, factor: float) -> Image.Image:
 def center_crop(image: Image.Image, fraction: float) -> Image.Image:
     """Keep the central ``fraction`` of each side."""
     width, height = image.size
-    crop_w, crop_h = max(1, round(width * fraction)), max(1, round(height * fraction))
+    return center_crop_to(image, max(1, round(width * fraction)), max(1, round(height * fraction)))
+
+
+def center_crop_to(image: Image.Image, crop_w: int, crop_h: int) -> Image.Image:
+    """The centred ``crop_w`` x ``crop_h`` region."""
+    width, height = image.size
     left, top = (width - crop_w) // 2, (height - crop_h) // 2
     return image.crop((left, top, left + crop_w, top + crop_h))
 
@@ -75,12 +80,6 @@ def square_crop(image: Image.Image) -> Image.Image:
     """The largest centred square: a photo cropped for a square feed, the shape most generators output."""
     side = min(image.size)
     return center_crop_to(image, side, side)
-
-
-def center_crop_to(image: Image.Image, crop_w: int, crop_h: int) -> Image.Image:
-    width, height = image.size
-    left, top = (width - crop_w) // 2, (height - crop_h) // 2
-    return image.crop((left, top, left + crop_w, top + crop_h))
 
 
 class RandomAspectCrop:

@@ -102,14 +102,13 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
         f"\ntemperature {temperature:.4f}  threshold on P(ai) {threshold:.4f}"
         f" (target FPR on real photos {settings.target_fpr:.1%})\n"
     )
-    (output / "report.txt").write_text(report)
-    save_plots(test_targets, probabilities, threshold, meta.classes, output)
     test_samples = [s for s in samples if s.split == "test"]
     if len(test_samples) == len(test_targets):
-        report += _write_groups(test_samples, test_targets, probabilities[:, ai], threshold, meta.classes, output)
-        (output / "report.txt").write_text(report)
+        report += _write_groups(test_samples, test_targets, probabilities, threshold, meta.classes, output)
     else:  # an image failed to decode: rows and predictions no longer line up
         log.warning("%d test images could not be decoded; no per-source tables", len(test_samples) - len(test_targets))
+    (output / "report.txt").write_text(report)
+    save_plots(test_targets, probabilities, threshold, meta.classes, output)
     print(report)
 
     if settings.perturb:
@@ -132,11 +131,12 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
 
 
 def _write_groups(
-    samples: list, targets: np.ndarray, p_ai: np.ndarray, threshold: float, classes: list[str], output: Path
+    samples: list, targets: np.ndarray, probabilities: np.ndarray, threshold: float, classes: list[str], output: Path
 ) -> str:
     """Write ``predictions.csv`` (one row per test image) and the per-source and per-generator tables."""
     labels = [classes[t] for t in targets]
-    predicted = [d.label for d in decide(_two_column(p_ai, classes), classes, threshold)]
+    predicted = [d.label for d in decide(probabilities, classes, threshold)]
+    p_ai = probabilities[:, class_index(AI, classes)]
     with (output / "predictions.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "source", "generator", "p_ai", "predicted"])
@@ -150,14 +150,6 @@ def _write_groups(
         text += "\n" + format_group_table(tables[key], title)
     (output / "groups.json").write_text(json.dumps(tables, indent=2))
     return text
-
-
-def _two_column(p_ai: np.ndarray, classes: list[str]) -> np.ndarray:
-    """P(ai) back into a probability row per image, in the checkpoint's class order."""
-    rows = np.empty((len(p_ai), 2))
-    ai = class_index(AI, classes)
-    rows[:, ai], rows[:, 1 - ai] = p_ai, 1 - p_ai
-    return rows
 
 
 def _perturbation_table(table: dict[str, dict[str, Any]]) -> str:
