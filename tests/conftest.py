@@ -1,65 +1,20 @@
-"""Shared fixtures: small labelled image folders that the tests make themselves (no network, no ../shared)."""
+"""Shared fixtures: a tiny labelled dataset, a real training run, its ONNX export and the web app serving it.
+
+The helpers they are built from, which test modules import too, live in ``helpers.py``."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from web_process import running_web_server  # noqa: F401 - tests import it from here too
-
-
-def make_image(kind: str, seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
-    """A deterministic RGB image; ``ai`` ones are smooth gradients, ``real`` ones are noisy textures.
-
-    The two kinds differ visibly, so a tiny model can start to separate them in a couple of epochs.
-    """
-    rng = np.random.default_rng(seed)
-    width, height = size
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    if kind == "ai":
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        channels = [127 + 120 * np.sin(x / width * 3 + y / height * 2 + p) for p in phase]
-        pixels = np.stack(channels, axis=-1)
-    else:
-        base = rng.uniform(60, 200, 3)
-        pixels = base + rng.normal(0, 45, (height, width, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-
-
-def write_dataset(root: Path, per_class: int = 12, seed: int = 0) -> Path:
-    """``root/ai/*`` and ``root/real/*``, alternating JPEG and PNG, of a few different sizes."""
-    for label_index, label in enumerate(("ai", "real")):
-        folder = root / label
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            size = (64 + 16 * (i % 3), 56 + 8 * (i % 4))
-            image = make_image(label, seed * 1000 + label_index * 100 + i, size)
-            suffix = ".jpg" if i % 2 == 0 else ".png"
-            image.save(folder / f"{label}_{i:03d}{suffix}", quality=92) if suffix == ".jpg" else image.save(
-                folder / f"{label}_{i:03d}{suffix}"
-            )
-    return root
+from helpers import FAST_TRAINING, run_module, write_dataset
+from web_process import running_web_server
 
 
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "data")
-
-
-def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m module args`` as a user would; fail the test with its stderr if it fails."""
-    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-#: small inputs and batches keep a CPU run of the whole pipeline to seconds
-FAST_TRAINING = ["--input-size", "96", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
 
 
 @pytest.fixture(scope="session")

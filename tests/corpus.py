@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from conftest import make_image
+from helpers import make_image
 from PIL import Image
 
 

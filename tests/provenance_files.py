@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from conftest import make_image
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from helpers import make_image
 from PIL import Image, PngImagePlugin
 
 from provenance.watermark import SD_BITS

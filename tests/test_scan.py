@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image, run_module, write_dataset
+from helpers import make_image, run_module, write_dataset
 
 from detector.onnx_runtime import OnnxDetector
 

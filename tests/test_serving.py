@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import make_image
 from fastapi.testclient import TestClient
+from helpers import make_image
 from PIL import Image
 
 from detector.onnx_runtime import OnnxDetector

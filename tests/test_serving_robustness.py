@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_image, running_web_server
-from web_process import live_web_server
+from helpers import make_image
+from web_process import live_web_server, running_web_server
 
 from handlers.local_server import free_port
 from loadtests.burst import noise_jpeg

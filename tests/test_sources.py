@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import FAST_TRAINING, run_module, write_dataset
+from helpers import FAST_TRAINING, run_module, write_dataset
 
 from training.data import discover, source_weights, split_by_source, split_samples
 

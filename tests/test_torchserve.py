@@ -26,10 +26,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import make_image, run_module, running_web_server
 from corpus import hostile_corpus
+from helpers import make_image, run_module
 from provenance_files import a1111_png
-from web_process import live_web_server
+from web_process import live_web_server, running_web_server
 
 from detector.onnx_runtime import OnnxDetector
 from detector.torch_runtime import TorchDetector

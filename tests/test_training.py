@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAINING, run_module, write_dataset
+from helpers import FAST_TRAINING, run_module, write_dataset
 
 from detector.checkpoint import load_checkpoint, load_model
 from training.config import TrainSettings
