@@ -83,6 +83,16 @@ class ImageDecodeError(ValueError):
         super().__init__(message)
         self.reason = reason
 
+    @property
+    def status(self) -> int:
+        """The HTTP status a server answers this refusal with (:data:`STATUS_FOR_REASON`)."""
+        return STATUS_FOR_REASON.get(self.reason, 422)
+
+
+#: the HTTP status of each refusal reason, the one map the web app, TorchServe's handler and the
+#: baseline server all answer with: too large is 413, not an image 415, empty or cut short 422
+STATUS_FOR_REASON: dict[str, int] = {"too_large": 413, "not_an_image": 415, "empty": 422, "truncated": 422}
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:

@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from detector.calibration import calibrated_probabilities, decide
 from detector.labels import AI, class_index
-from detector.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector, available_providers
+from detector.runtimes.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector, available_providers
 from export.images import preprocess_all
 from training.data import Sample
 

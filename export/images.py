@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from detector.onnx_runtime import INPUT_NAME
 from detector.preprocessing import ImageDecodeError, list_images
+from detector.runtimes.onnx_runtime import INPUT_NAME
 from training.data import Sample, read_manifest
 
 log = logging.getLogger("export.quantize")

@@ -37,12 +37,9 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from detector.calibration import Decision, decide
 from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError
-from detector.torch_runtime import Detector, open_detector
+from detector.runtimes import Detector, open_detector
 
 log = logging.getLogger(__name__)
-
-#: HTTP status of each refusal reason of the core's decoder (the web app's mapping, checked equal by a test)
-STATUS_FOR_REASON: dict[str, int] = {"too_large": 413, "not_an_image": 415, "empty": 422, "truncated": 422}
 
 #: custom metrics, declared with these dimensions in torchserve/metrics.yaml (Prometheus needs them there)
 LABEL_METRIC = "PredictedLabels"
@@ -175,7 +172,7 @@ class DetectorHandler(BaseHandler):
         return answers
 
     def _refusal(self, position: int, error: ImageDecodeError) -> dict[str, Any]:
-        status = STATUS_FOR_REASON.get(error.reason, 422)
+        status = error.status
         self.context.set_response_status(status, error.reason, position)
         self._count(REJECTED_METRIC, "Code", error.reason)
         return {"error": {"code": error.reason, "message": str(error), "status": status}}

@@ -19,9 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic_settings import CliApp
 
 from detector.preprocessing import ImageDecodeError
-from detector.torch_runtime import TorchDetector
+from detector.runtimes.torch_eager import TorchDetector
 from loadtests.config import BaselineSettings
-from serving.backends import STATUS_FOR_REASON
 
 
 def create_app(settings: BaselineSettings) -> FastAPI:
@@ -40,8 +39,7 @@ def create_app(settings: BaselineSettings) -> FastAPI:
             try:
                 batch = detector.preprocess(upload.file.read())[None]
             except ImageDecodeError as error:
-                status = STATUS_FOR_REASON.get(error.reason, 422)
-                error_fields = {"code": error.reason, "message": str(error), "status": status}
+                error_fields = {"code": error.reason, "message": str(error), "status": error.status}
                 results.append({"filename": upload.filename, "error": error_fields})
                 continue
             decision = detector.classify(batch)[0]

@@ -14,7 +14,7 @@ import numpy as np
 
 from detector.calibration import decide
 from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource
-from detector.torch_runtime import Detector
+from detector.runtimes import Detector
 from provenance import Evidence, ProvenanceSettings, combine, inspect
 
 #: report columns, in order

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from detector import __version__
 from detector.preprocessing import ImageDecodeError, load_image
 from provenance import ProvenanceSettings
-from serving.backends import STATUS_FOR_REASON, Backend, BackendUnavailable, Prediction, create_backend
+from serving.backends import Backend, BackendUnavailable, Prediction, create_backend
 from serving.config import ServeSettings
 from serving.errors import error_response
 from serving.evidence import EvidenceItem, weigh
@@ -128,6 +128,39 @@ class UploadBudget:
                 in_background(self.release)
 
 
+def get_settings(request: Request) -> ServeSettings:
+    return request.app.state.settings
+
+
+def get_loaded_backend(request: Request) -> Backend | None:
+    """The backend, or None while the app is still starting (the lifespan creates it)."""
+    return getattr(request.app.state, "backend", None)
+
+
+def get_backend(backend: Annotated[Backend | None, Depends(get_loaded_backend)]) -> Backend:
+    if backend is None:
+        raise RequestRefused(503, "loading", "the model is still loading; retry in a few seconds", {"Retry-After": "5"})
+    return backend
+
+
+def get_upload_budget(request: Request) -> UploadBudget:
+    return request.app.state.upload_budget
+
+
+def get_provenance(request: Request) -> ProvenanceSettings:
+    return request.app.state.provenance
+
+
+# What the routes take, as typed dependencies: tests and embedders swap any of them with
+# ``app.dependency_overrides[get_backend] = ...`` instead of reaching into ``app.state``.
+SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
+BackendDep = Annotated[Backend, Depends(get_backend)]
+LoadedBackendDep = Annotated[Backend | None, Depends(get_loaded_backend)]
+BudgetDep = Annotated[UploadBudget, Depends(get_upload_budget)]
+ProvenanceDep = Annotated[ProvenanceSettings, Depends(get_provenance)]
+Uploads = Annotated[list[UploadFile], File()]
+
+
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
 
@@ -163,7 +196,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         found = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors()[:3])
         message = f"{FORM_HINT} ({found})" if found else FORM_HINT
         if request.url.path == "/" and request.method == "POST":  # the page's own form post
-            context = _page_context(request, results=[], problem=f"Choose one or more images first: {message}.")
+            context = _page_context(
+                settings, getattr(app.state, "backend", None), [], f"Choose one or more images first: {message}."
+            )
             return templates.TemplateResponse(request, "index.html", context, status_code=422)
         return error_response(422, "invalid_request", message)
 
@@ -179,9 +214,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["probes"])
-    async def readyz(request: Request) -> JSONResponse:
+    async def readyz(backend: LoadedBackendDep) -> JSONResponse:
         """The model is loaded and answering (with TorchServe: it answered a probe just now)."""
-        backend: Backend | None = getattr(request.app.state, "backend", None)
         if backend is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         try:
@@ -192,47 +226,58 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready", "model_version": backend.version})
 
     @app.post("/predict", response_model=PredictResponse, tags=["prediction"])
-    async def predict(request: Request, files: Annotated[list[UploadFile], File()]) -> JSONResponse:
+    async def predict(
+        files: Uploads, settings: SettingsDep, backend: BackendDep, budget: BudgetDep, provenance: ProvenanceDep
+    ) -> JSONResponse:
         """Classify one or several images (multipart field ``files``)."""
-        with request.app.state.upload_budget.hold(_upload_size(files, request.app.state.settings)):
-            results = [result for result, _ in await _classify(request, files)]
+        with budget.hold(_upload_size(files, settings)):
+            results = [result for result, _ in await _classify(files, settings, backend, provenance)]
         return JSONResponse(
-            PredictResponse(model_version=request.app.state.backend.version, results=results).model_dump(
-                exclude_none=True
-            ),
+            PredictResponse(model_version=backend.version, results=results).model_dump(exclude_none=True),
             status_code=_overall_status(results),
         )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page(request: Request) -> HTMLResponse:
-        return templates.TemplateResponse(request, "index.html", _page_context(request, results=None))
+    async def page(request: Request, settings: SettingsDep, backend: LoadedBackendDep) -> HTMLResponse:
+        return templates.TemplateResponse(request, "index.html", _page_context(settings, backend, None))
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page_upload(request: Request, files: Annotated[list[UploadFile], File()]) -> HTMLResponse:
+    async def page_upload(
+        request: Request,
+        files: Uploads,
+        settings: SettingsDep,
+        backend: BackendDep,
+        budget: BudgetDep,
+        provenance: ProvenanceDep,
+    ) -> HTMLResponse:
         """The no-JavaScript path: a plain form post, answered with the page and its results."""
         try:
-            with request.app.state.upload_budget.hold(_upload_size(files, request.app.state.settings)):
-                classified = await _classify(request, files)
+            with budget.hold(_upload_size(files, settings)):
+                classified = await _classify(files, settings, backend, provenance)
                 shown = [
                     (result, await anyio.to_thread.run_sync(_preview, data) if result.error is None else None)
                     for result, data in classified
                 ]
         except RequestRefused as error:
-            context = _page_context(request, results=[], problem=error.message)
+            context = _page_context(settings, backend, [], error.message)
             return templates.TemplateResponse(
                 request, "index.html", context, status_code=error.status, headers=error.headers
             )
         status = _overall_status([result for result, _ in classified])
-        return templates.TemplateResponse(request, "index.html", _page_context(request, shown), status_code=status)
+        return templates.TemplateResponse(
+            request, "index.html", _page_context(settings, backend, shown), status_code=status
+        )
 
     return app
 
 
-async def _classify(request: Request, files: list[UploadFile]) -> list[tuple[FileResult, bytes]]:
+async def _classify(
+    files: list[UploadFile], settings: ServeSettings, backend: Backend, provenance: ProvenanceSettings
+) -> list[tuple[FileResult, bytes]]:
     """Each file's result, beside its bytes (the page makes previews of them)."""
-    uploads = await _read_uploads(files, request.app.state.settings)
-    predictions = await _run(request, [data for _, data in uploads])
-    version = request.app.state.backend.version
+    uploads = await _read_uploads(files, settings)
+    predictions = await _run([data for _, data in uploads], settings, backend)
+    version = backend.version
     classified = [
         (_result(name, prediction, version), data)
         for (name, data), prediction in zip(uploads, predictions, strict=True)
@@ -244,7 +289,7 @@ async def _classify(request: Request, files: list[UploadFile]) -> list[tuple[Fil
             _set_provenance(result, **prediction.provenance)
         elif result.error is None:
             to_weigh.append((result, data))
-    verdicts = await weigh([(data, str(result.label)) for result, data in to_weigh], request.app.state.provenance)
+    verdicts = await weigh([(data, str(result.label)) for result, data in to_weigh], provenance)
     for (result, _), verdict in zip(to_weigh, verdicts, strict=True):
         _set_provenance(result, **verdict.to_dict())
     return classified
@@ -280,9 +325,7 @@ async def _read_uploads(files: list[UploadFile], settings: ServeSettings) -> lis
     return uploads
 
 
-async def _run(request: Request, files: list[bytes]) -> list[Prediction]:
-    settings: ServeSettings = request.app.state.settings
-    backend: Backend = request.app.state.backend
+async def _run(files: list[bytes], settings: ServeSettings, backend: Backend) -> list[Prediction]:
     oversized = {i for i, data in enumerate(files) if len(data) > settings.max_file_bytes}
     accepted = [data for i, data in enumerate(files) if i not in oversized]
     try:
@@ -303,7 +346,7 @@ def _result(filename: str, prediction: Prediction, version: str) -> FileResult:
         error = prediction.error
         return FileResult(
             filename=filename,
-            error=FileError(code=error.reason, message=str(error), status=STATUS_FOR_REASON.get(error.reason, 422)),
+            error=FileError(code=error.reason, message=str(error), status=error.status),
         )
     decision = prediction.decision
     assert decision is not None
@@ -332,9 +375,9 @@ def _preview(data: bytes, size: int = 320) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _page_context(request: Request, results: list | None, problem: str | None = None) -> dict:
-    settings: ServeSettings = request.app.state.settings
-    backend: Backend | None = getattr(request.app.state, "backend", None)
+def _page_context(
+    settings: ServeSettings, backend: Backend | None, results: list | None, problem: str | None = None
+) -> dict:
     return {
         "results": results,
         "problem": problem,

@@ -19,13 +19,10 @@ import numpy as np
 import onnxruntime as ort
 
 from detector.calibration import Decision
-from detector.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector
-from detector.preprocessing import ImageDecodeError
+from detector.preprocessing import STATUS_FOR_REASON, ImageDecodeError
+from detector.runtimes.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector
 from serving.config import ServeSettings
 from serving.memory import release_free_memory
-
-#: the HTTP status of each refusal reason of the core's decoder (TorchServe's handler has the same, checked by a test)
-STATUS_FOR_REASON = {"too_large": 413, "not_an_image": 415, "empty": 422, "truncated": 422}
 
 
 class BackendUnavailable(Exception):

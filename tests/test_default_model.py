@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from detector import SHIPPED_MODEL
 from detector.labels import AI
-from detector.torch_runtime import open_detector
+from detector.runtimes import open_detector
 from training.data import read_manifest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "realvsai-v1" / "manifest.csv"

@@ -12,8 +12,8 @@ from test_model import GRACE_HOPPER
 
 from detector.calibration import calibrated_probabilities
 from detector.checkpoint import load_checkpoint, load_model
-from detector.onnx_runtime import OnnxDetector
 from detector.preprocessing import preprocess
+from detector.runtimes.onnx_runtime import OnnxDetector
 from export.onnx import PARITY_TOLERANCE, check_parity
 
 

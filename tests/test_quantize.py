@@ -12,7 +12,7 @@ import pytest
 from helpers import run_module
 from test_model import GRACE_HOPPER
 
-from detector.onnx_runtime import METADATA_KEY, OnnxDetector
+from detector.runtimes.onnx_runtime import METADATA_KEY, OnnxDetector
 from export.quantize import QUANTIZATION_KEY, VERSION_SUFFIX
 from training.data import read_manifest
 

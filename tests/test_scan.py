@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import make_image, run_module, write_dataset
 
-from detector.onnx_runtime import OnnxDetector
+from detector.runtimes.onnx_runtime import OnnxDetector
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from helpers import make_image
 from PIL import Image
 
-from detector.onnx_runtime import OnnxDetector
+from detector.runtimes.onnx_runtime import OnnxDetector
 from handlers.local_server import free_port
 from serving.app import create_app
 from serving.config import ServeSettings
@@ -145,3 +145,20 @@ def test_web_app_runs_without_torch(exported_model: Path, tmp_path: Path) -> Non
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_dependencies_can_be_swapped(client: TestClient, exported_model: Path) -> None:
+    """The routes take settings and backend as typed dependencies, so an embedder can override them."""
+    from serving.app import get_settings
+
+    app = client.app
+    strict = ServeSettings(model=exported_model, max_files=1)
+    app.dependency_overrides[get_settings] = lambda: strict
+    try:
+        two = [("files", (f"{i}.png", _encoded("PNG", i), "image/png")) for i in range(2)]
+        response = client.post("/predict", files=two)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_files"
+        assert "at most 1" in response.json()["error"]["message"]
+    finally:
+        app.dependency_overrides.clear()
+    assert client.post("/predict", files=two).status_code == 200

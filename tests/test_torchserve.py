@@ -31,8 +31,8 @@ from helpers import make_image, run_module
 from provenance_files import a1111_png
 from web_process import live_web_server, running_web_server
 
-from detector.onnx_runtime import OnnxDetector
-from detector.torch_runtime import TorchDetector
+from detector.runtimes.onnx_runtime import OnnxDetector
+from detector.runtimes.torch_eager import TorchDetector
 from handlers.local_server import LocalTorchServe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,7 +184,7 @@ def test_archive_holds_model_handler_core_and_config(model_store: Path, exported
         manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
     assert {exported_model.name, "torchserve_handler.py", "model-config.yaml", "detector/preprocessing.py"} <= names
     assert {"provenance/inspection.py", "provenance/verdict.py"} <= names
-    assert {"detector/calibration.py", "detector/onnx_runtime.py", "detector/torch_runtime.py"} <= names
+    assert {"detector/calibration.py", "detector/runtimes/onnx_runtime.py", "detector/runtimes/torch_eager.py"} <= names
     assert not any("__pycache__" in name for name in names)
     assert manifest["model"] == {
         "modelName": "detector",
@@ -505,13 +505,6 @@ def test_refresh_the_inference_token(torchserve: TorchServe, images: list[Path])
     )
     assert stale.status_code == 400
     assert _predict(torchserve, data).status_code == 200
-
-
-def test_status_codes_match_the_web_app() -> None:
-    from handlers.torchserve_handler import STATUS_FOR_REASON
-    from serving.app import STATUS_FOR_REASON as WEB_STATUS
-
-    assert STATUS_FOR_REASON == WEB_STATUS
 
 
 def test_serve_torchserve_without_java_says_so() -> None:

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from detector.calibration import Decision, calibrated_probabilities, decide
 from detector.metadata import CheckpointMetadata
-from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageSource, preprocess
+from detector.runtimes.base import Detector
 
 #: the metadata property holding the full CheckpointMetadata as JSON
 METADATA_KEY = "detector_metadata"
@@ -30,8 +29,8 @@ def available_providers() -> list[str]:
     return [p for p in preferred if p in ort.get_available_providers()]
 
 
-class OnnxDetector:
-    """Load once, then classify batches of preprocessed arrays or of raw image bytes."""
+class OnnxDetector(Detector):
+    """An ONNX Runtime session over the exported file; its metadata comes from the file itself."""
 
     def __init__(self, path: Path | str, *, threads: int | None = None, providers: Sequence[str] | None = None):
         options = ort.SessionOptions()
@@ -46,23 +45,7 @@ class OnnxDetector:
         props = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
             raise ValueError(f"{self.path} has no {METADATA_KEY!r} metadata: export it with `make export`")
-        self.metadata = CheckpointMetadata.from_json(props[METADATA_KEY])
-        self.preprocess_config = self.metadata.preprocess_config
-
-    @property
-    def version(self) -> str:
-        return self.metadata.version
+        super().__init__(CheckpointMetadata.from_json(props[METADATA_KEY]))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Raw logits for a (N, 3, H, W) float32 batch."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
-
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return calibrated_probabilities(self.logits(batch), self.metadata.temperature)
-
-    def classify(self, batch: np.ndarray) -> list[Decision]:
-        return decide(self.probabilities(batch), self.metadata.classes, self.metadata.threshold)
-
-    def preprocess(self, source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        """The core's preprocessing with this model's parameters (raises ImageDecodeError)."""
-        return preprocess(source, self.preprocess_config, max_pixels=max_pixels)
