@@ -28,6 +28,9 @@ class CheckpointMetadata:
     temperature: float = 1.0
     #: an image is called ``ai`` when its calibrated P(ai) >= threshold
     threshold: float = 0.5
+    #: an image is called ``real`` when P(ai) <= real_threshold and ``unsure`` between the two (fitted on
+    #: validation sources for a target share of AI images let through); None: no unsure band
+    real_threshold: float | None = None
     training_config: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
     test_metrics: dict[str, Any] | None = None

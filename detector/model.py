@@ -180,3 +180,45 @@ def build_model(
             "or train from scratch with --no-pretrained."
         )
     return backbone.create_pretrained(path, num_classes, dropout), f"{architecture}:{path.name}"
+
+
+# --- class activation map ----------------------------------------------------------------------
+
+
+def feature_map(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The backbone part of ``model``: (N, 3, H, W) in, the last (N, C, h, w) feature map out."""
+    if hasattr(model, "forward_features"):  # timm
+        return model.forward_features
+    return model.features  # torchvision
+
+
+def head_linear(model: nn.Module) -> nn.Linear:
+    """The linear layer of the dropout + linear head (``_head``) every backbone here ends with."""
+    return model.classifier[-1]
+
+
+class ExplainedModel(nn.Module):
+    """The classifier, returning its logits and its class activation map (Zhou et al., 2016).
+
+    The head is global average pooling followed by one linear layer, so the logit difference
+    ``ai - real`` is exactly the mean over positions of ``(w_ai - w_real) . f(x, y) + (b_ai - b_real)``:
+    that per-position term is the map, in logit units (positive: evidence for ``ai``, negative: for
+    ``real``), at the feature map's resolution (7 x 7 for a 224 input). It costs one extra dot product
+    per position. Logits equal the wrapped model's in eval mode (dropout off).
+    """
+
+    def __init__(self, model: nn.Module, classes: tuple[str, ...] | list[str] = CLASSES) -> None:
+        super().__init__()
+        from detector.labels import AI, REAL, class_index
+
+        self.model = model
+        self.ai, self.real = class_index(AI, classes), class_index(REAL, classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = feature_map(self.model)(x)
+        linear = head_linear(self.model)
+        logits = linear(features.mean(dim=(2, 3)))
+        weight = linear.weight[self.ai] - linear.weight[self.real]
+        bias = linear.bias[self.ai] - linear.bias[self.real]
+        cam = torch.einsum("c,nchw->nhw", weight, features) + bias
+        return logits, cam

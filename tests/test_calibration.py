@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detector.calibration import calibrated_probabilities, decide
-from training.calibrate import fit_temperature, threshold_for_fpr
+from training.calibrate import fit_temperature, real_threshold_for_miss_rate, threshold_for_fpr
 from training.metrics import expected_calibration_error
 
 AI, REAL = 0, 1
@@ -79,3 +79,31 @@ def test_threshold_above_every_real_score_when_no_finite_threshold_meets_the_tar
     threshold = threshold_for_fpr(p_ai, np.array([REAL, REAL, AI, AI]), target_fpr=0.0)
     assert 0.97 < threshold <= 1.0 and np.isfinite(threshold)
     assert threshold_for_fpr(np.array([1.0, 0.9]), np.array([REAL, AI]), target_fpr=0.0) == 1.0
+
+
+def test_real_threshold_lets_through_at_most_the_target_share_of_ai_images() -> None:
+    logits, labels = _model(over_confidence=1.0, seed=5)
+    p_ai = calibrated_probabilities(logits, 1.0)[:, AI]
+    ai = labels == AI
+    threshold = threshold_for_fpr(p_ai, labels, 0.02)
+    for target in (0.02, 0.10, 0.30):
+        real_threshold = real_threshold_for_miss_rate(p_ai, labels, target, threshold)
+        assert real_threshold < threshold
+        assert np.mean(p_ai[ai] <= real_threshold) <= target
+        higher = np.min(p_ai[ai & (p_ai > real_threshold)])  # the next AI score up would let through too many
+        assert np.mean(p_ai[ai] <= higher) > target
+        verdicts = np.array(
+            [d.label for d in decide(np.stack([p_ai, 1 - p_ai], 1), ["ai", "real"], threshold, real_threshold)]
+        )
+        np.testing.assert_array_equal(verdicts == "unsure", (p_ai > real_threshold) & (p_ai < threshold))
+        np.testing.assert_array_equal(verdicts == "real", p_ai <= real_threshold)
+    # a target wide enough to swallow the band leaves none: everything is ai or real
+    assert real_threshold_for_miss_rate(p_ai, labels, 0.99, threshold) < threshold
+
+
+def test_decision_shows_p_ai_with_its_verdict() -> None:
+    low_threshold = decide(np.array([[0.382, 0.618]]), ["ai", "real"], 0.3, 0.1)[0]
+    assert low_threshold.label == "ai" and low_threshold.p_ai == pytest.approx(0.382)
+    assert low_threshold.summary == "P(AI) 38 %: ai"
+    assert decide(np.array([[0.2, 0.8]]), ["ai", "real"], 0.3, 0.1)[0].summary == "P(AI) 20 %: unsure"
+    assert decide(np.array([[0.2, 0.8]]), ["ai", "real"], 0.3)[0].label == "real"  # no band without real_threshold

@@ -83,3 +83,26 @@ def threshold_for_fpr(p_ai: np.ndarray, labels: np.ndarray, target_fpr: float = 
     if finite.any():
         return float(np.clip(thresholds[finite].min(), 0.0, 1.0))
     return float(min(np.nextafter(p_ai[~is_ai].max(), np.inf), 1.0))
+
+
+def real_threshold_for_miss_rate(
+    p_ai: np.ndarray, labels: np.ndarray, target_miss_rate: float = 0.10, threshold: float = 1.0, ai_index: int = 0
+) -> float:
+    """The highest threshold on P(ai) at or below which at most ``target_miss_rate`` of AI images fall.
+
+    Images at or below it are called ``real``; between it and the ``ai`` ``threshold`` they are
+    ``unsure``. The highest admissible value makes the ``unsure`` band as narrow as the target allows;
+    it never rises above ``threshold`` (where the band would vanish, every image is ``ai`` or ``real``).
+    """
+    p_ai = np.asarray(p_ai, dtype=np.float64)
+    ai_scores = np.sort(p_ai[np.asarray(labels) == ai_index])
+    if len(ai_scores) == 0:
+        raise ValueError("cannot choose a threshold for AI images let through without AI images")
+    allowed = math.floor(target_miss_rate * len(ai_scores) + 1e-9)  # AI images that may fall at or below it
+    if allowed == 0:
+        below = float(np.nextafter(ai_scores[0], -np.inf))  # just under the lowest AI score
+    else:
+        # at the allowed-th lowest AI score, unless the next one ties with it (then just under it)
+        cut = ai_scores[allowed - 1]
+        below = float(cut if allowed == len(ai_scores) or ai_scores[allowed] > cut else np.nextafter(cut, -np.inf))
+    return float(np.clip(min(below, np.nextafter(threshold, -np.inf)), 0.0, 1.0))

@@ -21,6 +21,8 @@ from detector.runtimes.base import Detector
 METADATA_KEY = "detector_metadata"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+#: the class activation map, a second output of models exported since heatmaps exist
+CAM_NAME = "cam"
 
 
 def available_providers() -> list[str]:
@@ -46,6 +48,15 @@ class OnnxDetector(Detector):
         if METADATA_KEY not in props:
             raise ValueError(f"{self.path} has no {METADATA_KEY!r} metadata: export it with `make export`")
         super().__init__(CheckpointMetadata.from_json(props[METADATA_KEY]))
+        self.has_cam = CAM_NAME in {output.name for output in self.session.get_outputs()}
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
+        # asking for the logits alone, ONNX Runtime skips the map's nodes
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def logits_and_cam(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.has_cam:
+            raise NotImplementedError(f"{self.path} has no {CAM_NAME!r} output: re-export it with `make export`")
+        inputs = {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+        logits, cam = self.session.run([OUTPUT_NAME, CAM_NAME], inputs)
+        return logits, cam
