@@ -17,13 +17,13 @@ import numpy as np
 import onnx
 import torch
 from pydantic import Field
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from detector.calibration import calibrated_probabilities
 from detector.checkpoint import load_model
 from detector.metadata import CheckpointMetadata
 from detector.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, OnnxDetector
 from detector.preprocessing import ImageDecodeError, list_images, preprocess
+from detector.settings import ToolSettings, run_cli, tool_config
 from training.data import read_manifest
 
 log = logging.getLogger("export")
@@ -31,15 +31,10 @@ log = logging.getLogger("export")
 PARITY_TOLERANCE = 1e-4
 
 
-class ExportSettings(BaseSettings):
+class ExportSettings(ToolSettings):
     """``python -m export.onnx``: checkpoint in, ONNX model out, parity checked."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="DETECTOR_EXPORT_",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="python -m export.onnx",
-    )
+    model_config = tool_config("DETECTOR_EXPORT_", "python -m export.onnx", extra="forbid")
 
     checkpoint: Path = Field(description="a .pt checkpoint, e.g. runs/NAME/model.pt")
     output: Path = Field(description="where to write the .onnx file")
@@ -142,15 +137,14 @@ def check_parity(checkpoint: Path, onnx_path: Path, images: list[Path]) -> float
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = CliApp.run(ExportSettings, cli_args=argv)
+    return run_cli(ExportSettings, _export_and_check, argv)
+
+
+def _export_and_check(settings: ExportSettings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        meta = export_onnx(settings.checkpoint, settings.output, settings.opset)
-        images = parity_images(settings.checkpoint, settings.parity_images, settings.max_parity_images)
-        difference = check_parity(settings.checkpoint, settings.output, images)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    meta = export_onnx(settings.checkpoint, settings.output, settings.opset)
+    images = parity_images(settings.checkpoint, settings.parity_images, settings.max_parity_images)
+    difference = check_parity(settings.checkpoint, settings.output, images)
     if difference >= PARITY_TOLERANCE:
         print(
             f"error: parity check failed: max |p_torch - p_onnx| = {difference:.2e} >= {PARITY_TOLERANCE}",

@@ -30,11 +30,11 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import Field
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from detector.calibration import calibrated_probabilities
 from detector.labels import AI, class_index
 from detector.onnx_runtime import METADATA_KEY, OnnxDetector, available_providers
+from detector.settings import ToolSettings, run_cli, tool_config
 from export.compare import (
     OptimizationLevel,
     compare_accuracy,
@@ -61,15 +61,10 @@ _METHODS = {
 _TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
 
-class QuantizeSettings(BaseSettings):
+class QuantizeSettings(ToolSettings):
     """``python -m export.quantize``: fp32 ONNX in, int8 QDQ ONNX out, compared on a run's test split."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="DETECTOR_QUANTIZE_",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="python -m export.quantize",
-    )
+    model_config = tool_config("DETECTOR_QUANTIZE_", "python -m export.quantize", extra="forbid")
 
     model: Path = Field(description="the fp32 .onnx from `make export`")
     calibration: Path = Field(description="a folder of images, or a run folder (its train split is used)")
@@ -260,30 +255,29 @@ def evaluate(settings: QuantizeSettings, run: Path, recipe: dict[str, Any]) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = CliApp.run(QuantizeSettings, cli_args=argv)
+    return run_cli(QuantizeSettings, _quantize_and_judge, argv)
+
+
+def _quantize_and_judge(settings: QuantizeSettings) -> int:
     # ONNX Runtime's quantiser logs one INFO line per adjusted weight scale on the root logger: keep ours only.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
     run = settings.run or (settings.calibration if is_run_folder(settings.calibration) else None)
     report_path = settings.report or settings.output.with_suffix(".json")
-    try:
-        if not settings.model.is_file():
-            raise FileNotFoundError(f"no model at {settings.model}: run `make export` first")
-        if settings.output.resolve() == settings.model.resolve():
-            raise ValueError("--output must differ from --model: the fp32 model is needed to judge the int8 one")
-        if run is not None and not is_run_folder(run):
-            raise FileNotFoundError(f"{run} is not a run folder (no split.csv)")
-        recipe = quantize_model(settings)
-        print(f"wrote {settings.output} ({settings.output.stat().st_size / 1e6:.1f} MB)")
-        if run is None:
-            print("not evaluated: pass --run runs/NAME to compare it with fp32 on a test split")
-            return 0
-        if settings.recalibrate:
-            recalibrate(settings, run, recipe)
-        result = evaluate(settings, run, recipe)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if not settings.model.is_file():
+        raise FileNotFoundError(f"no model at {settings.model}: run `make export` first")
+    if settings.output.resolve() == settings.model.resolve():
+        raise ValueError("--output must differ from --model: the fp32 model is needed to judge the int8 one")
+    if run is not None and not is_run_folder(run):
+        raise FileNotFoundError(f"{run} is not a run folder (no split.csv)")
+    recipe = quantize_model(settings)
+    print(f"wrote {settings.output} ({settings.output.stat().st_size / 1e6:.1f} MB)")
+    if run is None:
+        print("not evaluated: pass --run runs/NAME to compare it with fp32 on a test split")
+        return 0
+    if settings.recalibrate:
+        recalibrate(settings, run, recipe)
+    result = evaluate(settings, run, recipe)
     if not result["ship"] and not settings.keep_rejected:
         settings.output.unlink()
         result["int8_model"] = None

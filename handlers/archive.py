@@ -15,8 +15,8 @@ from pathlib import Path
 
 from model_archiver.model_archiver_config import ModelArchiverConfig
 from model_archiver.model_packaging import generate_model_archive
-from pydantic_settings import CliApp
 
+from detector.settings import run_cli
 from handlers.config import ROOT, ArchiveSettings
 
 HANDLER = ROOT / "handlers" / "torchserve_handler.py"
@@ -54,14 +54,12 @@ def build_archive(settings: ArchiveSettings) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = CliApp.run(ArchiveSettings, cli_args=argv)
-    try:
-        output = build_archive(settings)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_cli(ArchiveSettings, _build_and_report, argv)
+
+
+def _build_and_report(settings: ArchiveSettings) -> None:
+    output = build_archive(settings)
     print(f"wrote {output} ({settings.model_name} {settings.version}, {settings.model.name})")
-    return 0
 
 
 if __name__ == "__main__":

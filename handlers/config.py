@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from detector.settings import ToolSettings, tool_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,20 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_KEY_FILE = Path("key_file.json")
 
 
-class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="DETECTOR_TS_",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_avoid_json=True,
-        extra="ignore",
-    )
+class _Settings(ToolSettings):
+    model_config = tool_config("DETECTOR_TS_", cli_avoid_json=True)
 
 
 class ArchiveSettings(_Settings):
     """``python -m handlers.archive`` (``make archive``): model + handler + core -> a ``.mar``."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m handlers.archive")
+    model_config = tool_config(prog="python -m handlers.archive")
 
     model: Path = Field(description="the model file: an exported .onnx (default archive) or a .pt checkpoint")
     output: Path = Field(ROOT / "model_store" / "detector.mar", description="where to write the .mar")

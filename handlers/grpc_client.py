@@ -18,8 +18,9 @@ from typing import Any
 
 import grpc
 from pydantic import Field
-from pydantic_settings import CliApp, CliPositionalArg, SettingsConfigDict
+from pydantic_settings import CliApp, CliPositionalArg
 
+from detector.settings import tool_config
 from handlers.config import ConnectionSettings
 
 try:
@@ -31,7 +32,7 @@ except ImportError:  # pragma: no cover - depends on a build step
 class GrpcClientSettings(ConnectionSettings):
     """``python -m handlers.grpc_client``: one prediction per image over gRPC."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m handlers.grpc_client")
+    model_config = tool_config(prog="python -m handlers.grpc_client")
 
     images: CliPositionalArg[list[Path]] = Field(description="image files to classify")
     model_name: str = Field("detector", description="registered model name")

@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, Field
-from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict
+from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand
 
+from detector.settings import tool_config
 from handlers.config import ConnectionSettings
 
 
@@ -162,7 +163,7 @@ class RefreshToken(_Command):
 class ManageSettings(ConnectionSettings):
     """``python -m handlers.manage``: TorchServe's management API, with the token from its key file."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m handlers.manage", populate_by_name=True)
+    model_config = tool_config(prog="python -m handlers.manage", populate_by_name=True)
 
     list: CliSubCommand[ListModels]
     describe: CliSubCommand[Describe]

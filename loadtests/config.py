@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from detector.settings import ToolSettings, tool_config
 
 ROOT = Path(__file__).resolve().parent.parent
 #: git-ignored home of everything the benchmarks build (models, archives, images, results)
@@ -48,14 +49,8 @@ SERVER_NAMES: tuple[ServerName, ...] = (
 )
 
 
-class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_avoid_json=True,
-        extra="ignore",
-    )
+class _Settings(ToolSettings):
+    model_config = tool_config(ENV_PREFIX, cli_avoid_json=True)
 
 
 class ScenarioSettings(_Settings):
@@ -103,7 +98,7 @@ class ScenarioSettings(_Settings):
 class LoadtestSettings(ScenarioSettings):
     """``python -m loadtests.run`` (``make loadtest``): one headless Locust run against one server."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m loadtests.run")
+    model_config = tool_config(prog="python -m loadtests.run")
 
     target: Target = Field("webapp", description="which server: webapp, baseline, torchserve (REST) or grpc")
     host: str | None = Field(None, description="its address (default: the target's usual one, see DEFAULT_HOSTS)")
@@ -120,7 +115,7 @@ class LoadtestSettings(ScenarioSettings):
 class BenchSettings(ScenarioSettings):
     """``python -m loadtests.bench`` (``make bench``): every serving path in turn, one table."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m loadtests.bench")
+    model_config = tool_config(prog="python -m loadtests.bench")
 
     servers: list[ServerName] = Field(
         default_factory=lambda: list(SERVER_NAMES),
@@ -141,16 +136,10 @@ class BenchSettings(ScenarioSettings):
     sample_interval: float = Field(0.2, gt=0, description="seconds between memory samples of the server")
 
 
-class BaselineSettings(BaseSettings):
+class BaselineSettings(ToolSettings):
     """``python -m loadtests.baseline``: the naive reference server (eager PyTorch, one image per forward pass)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="DETECTOR_BASELINE_",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="python -m loadtests.baseline",
-        extra="ignore",
-    )
+    model_config = tool_config("DETECTOR_BASELINE_", "python -m loadtests.baseline")
 
     checkpoint: Path = Field(description="a .pt checkpoint (runs/NAME/model.pt)")
     host: str = Field("127.0.0.1", description="address to listen on")
@@ -158,17 +147,10 @@ class BaselineSettings(BaseSettings):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's, all cores)")
 
 
-class MicrobenchSettings(BaseSettings):
+class MicrobenchSettings(ToolSettings):
     """``python -m loadtests.microbench`` (``make microbench``): the bare model and the preprocessing, timed."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX + "MICRO_",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_avoid_json=True,
-        cli_prog_name="python -m loadtests.microbench",
-        extra="ignore",
-    )
+    model_config = tool_config(ENV_PREFIX + "MICRO_", "python -m loadtests.microbench", cli_avoid_json=True)
 
     work_dir: Path = Field(BENCH_DIR, description="models and the results (microbench.md/.json) go here")
     images: Path = Field(BENCH_DIR / "images", description="photos for the model's inputs (generated when empty)")
@@ -185,7 +167,7 @@ class MicrobenchSettings(BaseSettings):
 class SoakSettings(ScenarioSettings):
     """``python -m loadtests.soak`` (``make soak``): the web app under a long mix of photos and hostile files."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m loadtests.soak")
+    model_config = tool_config(prog="python -m loadtests.soak")
 
     odd_files: Path = Field(BENCH_DIR / "odd-files", description="folder of odd and hostile files (make soak fills it)")
     model: Path | None = Field(None, description="the .onnx to serve (default: the benchmark's Lite0 at 224 px)")
@@ -201,7 +183,7 @@ class SoakSettings(ScenarioSettings):
 class BurstSettings(_Settings):
     """``python -m loadtests.burst``: a burst of large concurrent uploads; the web app's peak and settled memory."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m loadtests.burst")
+    model_config = tool_config(prog="python -m loadtests.burst")
 
     model: Path | None = Field(None, description="the .onnx to serve (default: the benchmark's Lite0 at 224 px)")
     images: Path = Field(BENCH_DIR / "images", description="photos for the benchmark's default model")

@@ -6,13 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from detector.settings import ToolSettings, tool_config
 
 
-class ProvenanceSettings(BaseSettings):
+class ProvenanceSettings(ToolSettings):
     """How :func:`provenance.inspect` reads a file: limits, the watermark check, C2PA trust anchors."""
 
-    model_config = SettingsConfigDict(env_prefix="DETECTOR_PROVENANCE_", extra="ignore", frozen=True)
+    model_config = tool_config("DETECTOR_PROVENANCE_", frozen=True)
 
     enabled: bool = Field(True, description="read provenance evidence beside the model's answer")
     max_bytes: int = Field(

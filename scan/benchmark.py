@@ -18,15 +18,15 @@ from pathlib import Path
 import matplotlib
 from PIL import Image
 from pydantic import Field
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic_settings import CliApp
+
+from detector.settings import ToolSettings, tool_config
 
 SIZES = [(640, 480), (1024, 768), (1600, 1200), (2048, 1536), (4000, 3000)]
 
 
-class BenchSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        cli_kebab_case=True, cli_implicit_flags=True, cli_prog_name="python -m scan.benchmark"
-    )
+class BenchSettings(ToolSettings):
+    model_config = tool_config(prog="python -m scan.benchmark", extra="forbid")
 
     images: int = Field(300, ge=1, description="JPEGs in the benchmark folder")
     model: Path | None = Field(None, description=".onnx to measure (default: Lite0 at 224 px, untrained head)")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
+from pydantic_settings import CliPositionalArg
 
 from detector import SHIPPED_MODEL
 from detector.preprocessing import DEFAULT_MAX_PIXELS
+from detector.settings import ToolSettings, tool_config
 from scan.reports import FORMATS
 
 
@@ -18,20 +19,14 @@ def _default_model() -> Path:
     return exported if exported.is_file() else SHIPPED_MODEL
 
 
-class ScanSettings(BaseSettings):
+class ScanSettings(ToolSettings):
     """Score every image in files, folders (recursively) or a list of paths, and write reports.
 
     Unreadable files are reported, never fatal. Re-running with the same --output skips the paths
     already in the report, so an interrupted scan resumes where it stopped.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="DETECTOR_SCAN_",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="detector-scan",
-        extra="ignore",
-    )
+    model_config = tool_config("DETECTOR_SCAN_", "detector-scan")
 
     inputs: CliPositionalArg[list[Path]] = Field(
         default_factory=list, description="image files and folders (folders are searched recursively)"

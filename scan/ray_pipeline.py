@@ -21,18 +21,18 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
-from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, SettingsConfigDict
+from pydantic_settings import CliApp, CliPositionalArg
 
 from detector.preprocessing import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from detector.settings import ToolSettings, tool_config
 from scan.scoring import COLUMNS, prepare, score
 
 
-class RaySettings(BaseSettings):
+class RaySettings(ToolSettings):
     """Score images with Ray Data and write Parquet."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="DETECTOR_RAY_", cli_kebab_case=True, cli_prog_name="python -m scan.ray_pipeline", extra="ignore"
-    )
+    # booleans take a value here (--evidence false), unlike the other tools' bare flags
+    model_config = tool_config("DETECTOR_RAY_", "python -m scan.ray_pipeline", cli_implicit_flags=False)
 
     inputs: CliPositionalArg[list[str]] = Field(description="folders or files: local paths or s3://, gs://, ... URIs")
     model: Path = Field(Path("model_store/detector.onnx"), description="the .onnx model, readable on every node")

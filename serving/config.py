@@ -7,21 +7,15 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.preprocessing import DEFAULT_MAX_PIXELS
+from detector.settings import ToolSettings, tool_config
 
 
-class ServeSettings(BaseSettings):
+class ServeSettings(ToolSettings):
     """``python -m serving``: the FastAPI app with ``/predict`` and the upload page."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="DETECTOR_SERVE_",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="python -m serving",
-        extra="ignore",
-    )
+    model_config = tool_config("DETECTOR_SERVE_", "python -m serving")
 
     backend: Literal["onnx", "torchserve"] = Field(
         "onnx", description="onnx: in-process ONNX Runtime (no Java); torchserve: forward to a TorchServe server"

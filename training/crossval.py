@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
-from pydantic_settings import CliApp, SettingsConfigDict
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from detector.labels import AI
+from detector.settings import run_cli, tool_config
 from training.config import TrainSettings
 from training.data import Sample, discover, draw_groups, write_manifest
 from training.logs import setup_logging
@@ -43,7 +43,7 @@ log = logging.getLogger("training.crossval")
 class CrossvalSettings(TrainSettings):
     """Group k-fold over sources; the training settings are the base every recipe starts from."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m training.crossval")
+    model_config = tool_config(prog="python -m training.crossval")
 
     folds: int = Field(4, ge=2, description="number of source folds")
     recipes: Path | None = Field(
@@ -198,14 +198,12 @@ def crossval(settings: CrossvalSettings) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = CliApp.run(CrossvalSettings, cli_args=argv)
+    return run_cli(CrossvalSettings, _crossval, argv)
+
+
+def _crossval(settings: CrossvalSettings) -> None:
     setup_logging()
-    try:
-        crossval(settings)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    crossval(settings)
 
 
 if __name__ == "__main__":

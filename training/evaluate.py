@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic_settings import CliApp
 
 from detector.calibration import calibrated_probabilities, decide
 from detector.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from detector.labels import AI, class_index
+from detector.settings import run_cli
 from training.augment import PERTURBATIONS
 from training.calibrate import fit_temperature, threshold_for_fpr
 from training.config import EvaluateSettings
@@ -161,14 +161,12 @@ def _perturbation_table(table: dict[str, dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = CliApp.run(EvaluateSettings, cli_args=argv)
+    return run_cli(EvaluateSettings, _evaluate, argv)
+
+
+def _evaluate(settings: EvaluateSettings) -> None:
     setup_logging()
-    try:
-        evaluate_run(settings)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    evaluate_run(settings)
 
 
 if __name__ == "__main__":

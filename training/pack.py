@@ -16,15 +16,15 @@ from collections import defaultdict
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import CliApp, SettingsConfigDict
 
+from detector.settings import run_cli, tool_config
 from training.config import _Settings
 
 COLUMNS = ("path", "label", "source", "generator")
 
 
 class PackSettings(_Settings):
-    model_config = SettingsConfigDict(cli_prog_name="python -m training.pack")
+    model_config = tool_config(prog="python -m training.pack")
 
     manifest: Path = Field(description="the data set's manifest.csv (path,label,source,...)")
     output: Path = Field(description="folder to write the sample and its manifest.csv into")
@@ -60,14 +60,11 @@ def pack(settings: PackSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = CliApp.run(PackSettings, cli_args=argv)
-    try:
-        count = pack(settings)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{count} images in {settings.output}")
-    return 0
+    return run_cli(PackSettings, _pack_and_report, argv)
+
+
+def _pack_and_report(settings: PackSettings) -> None:
+    print(f"{pack(settings)} images in {settings.output}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, JpegImagePlugin
 from pydantic import Field
-from pydantic_settings import CliApp, SettingsConfigDict
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
@@ -27,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from detector.labels import AI
+from detector.settings import run_cli, tool_config
 from training.config import _Settings
 from training.data import Sample, discover
 
@@ -35,7 +35,7 @@ COLOUR_FEATURES = ("mean_r", "mean_g", "mean_b", "std_luma")
 
 
 class ShortcutSettings(_Settings):
-    model_config = SettingsConfigDict(cli_prog_name="python -m training.shortcuts")
+    model_config = tool_config(prog="python -m training.shortcuts")
 
     data: Path = Field(description="folder with ai/ and real/, or a CSV manifest (with a source column)")
     folds: int = Field(5, ge=2, description="folds of the random and of the source-grouped cross-validation")
@@ -113,16 +113,14 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = CliApp.run(ShortcutSettings, cli_args=argv)
-    try:
-        results = evaluate_shortcuts(settings)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_cli(ShortcutSettings, _evaluate_and_report, argv)
+
+
+def _evaluate_and_report(settings: ShortcutSettings) -> None:
+    results = evaluate_shortcuts(settings)
     print(format_results(results))
     if settings.output is not None:
         settings.output.write_text(json.dumps(results, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

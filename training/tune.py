@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import optuna
-from pydantic_settings import CliApp
 
 from detector.model import MissingWeightsError
+from detector.settings import run_cli
 from training.config import TUNED_PARAMETERS, TuneSettings
 from training.logs import setup_logging
 from training.train import TrainSettings, train
@@ -91,15 +91,13 @@ def tune(settings: TuneSettings) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = CliApp.run(TuneSettings, cli_args=argv)
+    errors = (MissingWeightsError, FileNotFoundError, ValueError, RuntimeError)
+    return run_cli(TuneSettings, _tune_and_report, argv, errors=errors)
+
+
+def _tune_and_report(settings: TuneSettings) -> None:
     setup_logging()
-    try:
-        destination = tune(settings)
-    except (MissingWeightsError, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"best parameters: {destination}")
-    return 0
+    print(f"best parameters: {tune(settings)}")
 
 
 if __name__ == "__main__":
