@@ -16,7 +16,7 @@ from detector.torch_runtime import Detector, open_detector
 from provenance import Evidence, ProvenanceSettings
 from scan.config import ScanSettings
 from scan.files import expand
-from scan.reports import ReportWriter, summarise, write_html
+from scan.reports import ReportWriter, report_paths, summarise, write_html
 from scan.scoring import Decoded, prepare, score
 
 
@@ -29,12 +29,7 @@ def _batches(paths: list[str], size: int) -> Iterator[list[str]]:
 def run_scan(settings: ScanSettings) -> dict[str, float]:
     """Scan, write the reports, and return the summary (counts per label, errors, images/s)."""
     detector: Detector = open_detector(settings.model, threads=settings.threads)
-    writer = ReportWriter(settings.output, settings.format)
-    if not settings.resume:
-        writer.close()
-        for path in writer.paths.values():
-            path.unlink(missing_ok=True)
-        writer = ReportWriter(settings.output, settings.format)
+    writer = ReportWriter(settings.output, settings.format, resume=settings.resume)
     done = {row.path for row in writer.rows()}
     todo = [path for path in expand(settings.inputs, settings.paths_from) if path not in done]
     provenance = ProvenanceSettings() if settings.evidence else None
@@ -91,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error} (make export writes model_store/detector.onnx; or pass --model)", file=sys.stderr)
         return 2
     print(" ".join(f"{key}={value}" for key, value in summary.items()))
-    for fmt, path in ReportWriter(settings.output, settings.format).paths.items():
+    for fmt, path in report_paths(settings.output, settings.format).items():
         print(f"{fmt}: {path}")
     return 0
 

@@ -18,17 +18,25 @@ from scan.scoring import COLUMNS, ScanRow
 FORMATS = ("csv", "jsonl")
 
 
-class ReportWriter:
-    """Appends rows to ``<prefix>.csv`` and/or ``<prefix>.jsonl``, flushing after every batch."""
+def report_paths(prefix: Path, formats: Iterable[str]) -> dict[str, Path]:
+    """Each format's report file: ``<prefix>.csv``, ``<prefix>.jsonl``."""
+    return {fmt: prefix.with_name(prefix.name + f".{fmt}") for fmt in formats}
 
-    def __init__(self, prefix: Path, formats: Iterable[str]) -> None:
-        self.paths = {fmt: prefix.with_name(prefix.name + f".{fmt}") for fmt in formats}
+
+class ReportWriter:
+    """Appends rows to ``<prefix>.csv`` and/or ``<prefix>.jsonl``, flushing after every batch.
+
+    With ``resume=False`` the files start afresh (truncated) instead of growing.
+    """
+
+    def __init__(self, prefix: Path, formats: Iterable[str], resume: bool = True) -> None:
+        self.paths = report_paths(prefix, formats)
         self.prefix = prefix
         prefix.parent.mkdir(parents=True, exist_ok=True)
         self._files = {}
         for fmt, path in self.paths.items():
-            new = not path.exists() or path.stat().st_size == 0
-            handle = path.open("a", newline="")
+            new = not resume or not path.exists() or path.stat().st_size == 0
+            handle = path.open("a" if resume else "w", newline="")
             if fmt == "csv":
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS)
                 if new:
