@@ -2,8 +2,10 @@
 
 The ONNX file carries the checkpoint's metadata (classes, input size, mean/std, temperature,
 threshold, version, ...) as metadata properties, so ONNX Runtime consumers need nothing else.
-The batch axis is dynamic.  After writing, a parity check runs both models on real images and
-fails the export when their calibrated probabilities differ by 1e-4 or more.
+The graph has two outputs: ``logits`` and ``cam``, the class activation map
+(:class:`detector.model.ExplainedModel`) that heatmaps are drawn from; a caller asking for the logits
+alone does not pay for the map.  The batch axis is dynamic.  After writing, a parity check runs both
+models on real images and fails the export when their calibrated probabilities differ by 1e-4 or more.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pydantic import Field
 from detector.calibration import calibrated_probabilities
 from detector.checkpoint import load_model
 from detector.metadata import CheckpointMetadata
-from detector.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, OnnxDetector
+from detector.model import ExplainedModel
 from detector.preprocessing import ImageDecodeError, list_images, preprocess
+from detector.runtimes.onnx_runtime import CAM_NAME, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, OnnxDetector
 from detector.settings import ToolSettings, run_cli, tool_config
 from training.data import read_manifest
 
@@ -56,12 +59,12 @@ def export_onnx(checkpoint: Path, output: Path, opset: int = 18) -> CheckpointMe
         # onnxscript; parity below is the proof either way.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model,
+            ExplainedModel(model, meta.classes),
             (torch.zeros(1, 3, size, size),),
             str(output),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=[OUTPUT_NAME, CAM_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}, CAM_NAME: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )
@@ -80,6 +83,7 @@ def attach_metadata(path: Path, meta: CheckpointMetadata) -> None:
         "std": ",".join(str(v) for v in meta.preprocess_config.std),
         "temperature": repr(meta.temperature),
         "threshold": repr(meta.threshold),
+        "real_threshold": repr(meta.real_threshold),
         "version": meta.version,
         "architecture": meta.architecture,
     }
@@ -119,7 +123,11 @@ def _installed_sample_images() -> list[Path]:
 
 
 def check_parity(checkpoint: Path, onnx_path: Path, images: list[Path]) -> float:
-    """Largest absolute difference of calibrated probabilities between PyTorch and ONNX Runtime."""
+    """Largest absolute difference of calibrated probabilities between PyTorch and ONNX Runtime.
+
+    The class activation maps must agree too (to 1e-3 logits, as float32 sums over 1,280 channels
+    allow): a map that drifted from the logits would draw a heatmap of something else.
+    """
     if not images:
         raise ValueError("the parity check needs at least one image (--parity-images)")
     model, meta = load_model(checkpoint)
@@ -132,8 +140,13 @@ def check_parity(checkpoint: Path, onnx_path: Path, images: list[Path]) -> float
             log.warning("parity: skipping %s (%s)", path, error)
     inputs = np.stack(batch)
     with torch.inference_mode():
-        reference = calibrated_probabilities(model(torch.from_numpy(inputs)).numpy(), meta.temperature)
-    return float(np.abs(reference - detector.probabilities(inputs)).max())
+        logits, cam = ExplainedModel(model, meta.classes)(torch.from_numpy(inputs))
+    onnx_logits, onnx_cam = detector.logits_and_cam(inputs)
+    cam_gap = float(np.abs(cam.numpy() - onnx_cam).max())
+    if cam_gap > 1e-3 * max(1.0, float(np.abs(cam.numpy()).max())):
+        raise ValueError(f"the exported class activation map differs from PyTorch's by {cam_gap:.2e}")
+    reference = calibrated_probabilities(logits.numpy(), meta.temperature)
+    return float(np.abs(reference - calibrated_probabilities(onnx_logits, meta.temperature)).max())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from pydantic import Field
 
 from detector.calibration import calibrated_probabilities
 from detector.labels import AI, class_index
-from detector.onnx_runtime import METADATA_KEY, OnnxDetector, available_providers
+from detector.runtimes.onnx_runtime import METADATA_KEY, OnnxDetector, available_providers
 from detector.settings import ToolSettings, run_cli, tool_config
 from export.compare import (
     OptimizationLevel,

@@ -1,7 +1,7 @@
 """The bare model and the preprocessing, timed: ``python -m loadtests.microbench`` (``make microbench``).
 
 1. Forward-pass images/s at each batch size (default 1/8/32) for eager PyTorch (the default NCHW
-   layout, and channels-last as :class:`detector.torch_runtime.TorchDetector` runs it), ONNX Runtime
+   layout, and channels-last as :class:`detector.runtimes.torch_eager.TorchDetector` runs it), ONNX Runtime
    fp32 and ONNX Runtime int8 (when ``export/quantize.py`` can make it or ``--int8`` names it), on
    real preprocessed photos, with the share of this machine's FLOP peak each reaches
    (:mod:`loadtests.peak`; the model's FLOPs per image counted by ``torch.utils.flop_counter``).
@@ -89,8 +89,8 @@ def runtimes(
     import torch
 
     from detector.checkpoint import load_model
-    from detector.onnx_runtime import OnnxDetector
-    from detector.torch_runtime import TorchDetector
+    from detector.runtimes.onnx_runtime import OnnxDetector
+    from detector.runtimes.torch_eager import TorchDetector
 
     torch.set_num_threads(settings.threads)
     eager, _ = load_model(checkpoint)

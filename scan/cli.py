@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 from tqdm import tqdm
 
-from detector.torch_runtime import Detector, open_detector
+from detector.runtimes import Detector, open_detector
 from provenance import Evidence, ProvenanceSettings
 from scan.config import ScanSettings
 from scan.files import expand

@@ -52,7 +52,7 @@ class ScoringActor:
     def __init__(
         self, model: str, threads: int, threshold: float | None, max_pixels: int, evidence: bool = True
     ) -> None:
-        from detector.onnx_runtime import OnnxDetector
+        from detector.runtimes.onnx_runtime import OnnxDetector
         from provenance import ProvenanceSettings
 
         self.detector = OnnxDetector(model, threads=threads)

@@ -58,6 +58,12 @@ class SharedWithEvaluation(_Settings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when present")
     batch_size: int = Field(32, ge=1)
     target_fpr: float = Field(0.02, gt=0, lt=1, description="false-positive rate on real photos for the threshold")
+    target_miss_rate: float = Field(
+        0.10,
+        gt=0,
+        lt=1,
+        description="share of AI images that may be called real; between this threshold and the ai one: unsure",
+    )
 
 
 class TrainSettings(SharedWithEvaluation, DataSettings):

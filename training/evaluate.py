@@ -2,7 +2,9 @@
 
 1. Temperature fitted on the validation split, so the reported confidence means what it says.
 2. Decision threshold on P(ai) chosen on the validation split for a target false-positive rate on
-   real photos (default 2 %): calling a real photo fake is the costly mistake for a newsroom.
+   real photos (default 2 %): calling a real photo fake is the costly mistake for a newsroom; and a
+   ``real`` threshold below it for a target share of AI images let through as real (default 10 %).
+   Between the two the verdict is ``unsure``.
 3. On the test split: ``metrics.json``, ``report.txt`` and PNG plots (confusion matrix, ROC curve,
    reliability diagram).
 4. ``--perturb``: the test split again under JPEG re-compression, down-scaling, crop and blur,
@@ -26,7 +28,7 @@ from detector.checkpoint import load_checkpoint, model_from_checkpoint, save_che
 from detector.labels import AI, class_index
 from detector.settings import run_cli
 from training.augment import PERTURBATIONS
-from training.calibrate import fit_temperature, threshold_for_fpr
+from training.calibrate import fit_temperature, real_threshold_for_miss_rate, threshold_for_fpr
 from training.config import EvaluateSettings
 from training.data import read_manifest
 from training.engine import make_loader, predict_logits, resolve_device
@@ -37,7 +39,7 @@ from training.plots import save_plots
 log = logging.getLogger("training.evaluate")
 
 #: the headline numbers copied into the checkpoint's metadata
-SUMMARY_KEYS = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece")
+SUMMARY_KEYS = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece", "unsure", "accuracy_outside_unsure")
 
 
 def _run_dir(path: Path) -> Path:
@@ -77,11 +79,15 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
     ai = class_index(AI, meta.classes)
     val_probabilities = calibrated_probabilities(val_logits, temperature)
     threshold = threshold_for_fpr(val_probabilities[:, ai], val_targets, settings.target_fpr, ai_index=ai)
+    real_threshold = real_threshold_for_miss_rate(
+        val_probabilities[:, ai], val_targets, settings.target_miss_rate, threshold, ai_index=ai
+    )
     log.info(
-        "calibration on %d validation images: temperature %.3f, threshold %.3f",
+        "calibration on %d validation images: temperature %.3f, threshold %.3f, real threshold %.3f",
         len(val_targets),
         temperature,
         threshold,
+        real_threshold,
     )
 
     test_logits, test_targets = logits_of("test")
@@ -91,8 +97,11 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
         test_targets, calibrated_probabilities(test_logits, 1.0), threshold, meta.classes
     )["ece"]
     metrics.update(
+        _unsure_band(test_targets, probabilities[:, ai], threshold, real_threshold, ai),
         temperature=temperature,
+        real_threshold=real_threshold,
         target_fpr=settings.target_fpr,
+        target_miss_rate=settings.target_miss_rate,
         model_version=meta.version,
         data_fingerprint=meta.data_fingerprint,
     )
@@ -100,7 +109,10 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
     report = format_report(metrics, title=f"Test split of {run_dir.name} (model {meta.version})")
     report += (
         f"\ntemperature {temperature:.4f}  threshold on P(ai) {threshold:.4f}"
-        f" (target FPR on real photos {settings.target_fpr:.1%})\n"
+        f" (target FPR on real photos {settings.target_fpr:.1%})"
+        f"\nreal threshold {real_threshold:.4f} (target share of AI images called real"
+        f" {settings.target_miss_rate:.1%}): unsure {metrics['unsure']:.1%} of test images,"
+        f" accuracy outside the band {metrics['accuracy_outside_unsure']:.1%}\n"
     )
     test_samples = [s for s in samples if s.split == "test"]
     if len(test_samples) == len(test_targets):
@@ -123,11 +135,24 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
         print(text)
         metrics["perturbations"] = table
 
-    meta.temperature, meta.threshold = temperature, threshold
+    meta.temperature, meta.threshold, meta.real_threshold = temperature, threshold, real_threshold
     meta.test_metrics = {key: metrics[key] for key in SUMMARY_KEYS}
     save_checkpoint(run_dir / "model.pt", checkpoint)
     log.info("calibrated model written to %s; reports in %s", run_dir / "model.pt", output)
     return metrics
+
+
+def _unsure_band(
+    targets: np.ndarray, p_ai: np.ndarray, threshold: float, real_threshold: float, ai: int
+) -> dict[str, float]:
+    """The share of images in the ``unsure`` band, and the accuracy of the verdicts outside it."""
+    called_ai, called_real = p_ai >= threshold, p_ai <= real_threshold
+    decided = called_ai | called_real
+    right = (called_ai & (targets == ai)) | (called_real & (targets != ai))
+    return {
+        "unsure": float(1 - decided.mean()),
+        "accuracy_outside_unsure": float(right[decided].mean()) if decided.any() else float("nan"),
+    }
 
 
 def _write_groups(
