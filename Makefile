@@ -81,11 +81,15 @@ MAR_NAME    ?= detector
 MAR_VERSION ?= 1.0
 MAR_FORMAT  ?= onnx
 MAR_MODEL   := $(if $(filter torch,$(MAR_FORMAT)),$(CHECKPOINT),$(ONNX_MODEL))
+# the model config packed with it: torchserve/model-config.yaml, or MAR_CONFIG=torchserve/model-config-gpu.yaml
+# (with MAR_FORMAT=torch) for GPU workers
+MAR_CONFIG  ?=
 TS_CONFIG   ?= torchserve/config.properties
 
 archive: $(STAMP) $(if $(filter onnx,$(MAR_FORMAT)),export)  ## TorchServe archive model_store/MAR_NAME.mar [MAR_FORMAT=onnx|torch MAR_VERSION=1.0]
 	@test -n "$(MAR_MODEL)" || { echo "error: no trained model yet: run make train DATA=path first (or pass CHECKPOINT=...)" >&2; exit 2; }
-	$(BIN)/python -m handlers.archive --model $(MAR_MODEL) --output model_store/$(MAR_NAME).mar --version $(MAR_VERSION)
+	$(BIN)/python -m handlers.archive --model $(MAR_MODEL) --output model_store/$(MAR_NAME).mar --version $(MAR_VERSION) \
+		$(if $(MAR_CONFIG),--config-file $(MAR_CONFIG))
 
 java-check:  ## fail clearly when TorchServe's Java 17 is missing
 	@if [ -n "$$JAVA_HOME" ]; then test -x "$$JAVA_HOME/bin/java"; else command -v java >/dev/null 2>&1; fi || \
@@ -122,6 +126,30 @@ soak: $(STAMP)  ## the web app under a mix of photos and the tests' hostile file
 
 microbench: $(STAMP)  ## bare-model images/s at batch 1/8/32 (eager, ONNX fp32, int8), share of FLOP peak, JPEG decode cost
 	$(BIN)/python -m loadtests.microbench $(ARGS)
+
+# The GPU path (docs/performance.md, "On a GPU"). bench-gpu runs on a GPU machine that has torch with CUDA,
+# torchvision, timm, numpy and Pillow but perhaps no registry and no .venv: it uses GPU_PYTHON (.venv's when there
+# is one, else python3) and installs nothing from the network. What that python lacks for the scan and handler
+# sections (pydantic, pydantic-settings, defusedxml) it takes from wheels brought along in GPU_WHEELS, which
+# gpu-wheels downloads on a machine with a registry, for GPU_WHEEL_PYTHON.
+GPU_PYTHON       ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_WHEELS       ?= .whl
+GPU_WHEEL_PYTHON ?= 3.12
+GPU_SITE         ?= /tmp/bench-gpu-site
+GPU_WHEEL_NEEDS  := pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 python-dotenv==1.2.4 \
+                    typing-inspection==0.4.5 annotated-types==0.8.0 defusedxml==0.7.1
+.PHONY: bench-gpu gpu-wheels
+bench-gpu:  ## on a GPU machine: model (fp32/bf16/compiled), nvJPEG vs CPU decode, detector-scan --device cuda, handler; <= 5 min [ARGS=--quick]
+	@if ! $(GPU_PYTHON) -c "import pydantic_settings, defusedxml" 2>/dev/null && ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1; then \
+		echo "installing the wheels of $(GPU_WHEELS)/ into $(GPU_SITE) (no network)"; \
+		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) $(GPU_WHEELS)/*.whl; \
+	fi
+	PYTHONPATH=$(GPU_SITE):$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m loadtests.bench_gpu $(ARGS)
+
+gpu-wheels: $(STAMP)  ## wheels of what a GPU machine's PyTorch image lacks for make bench-gpu, into GPU_WHEELS (.whl/)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
+		--python-version $(GPU_WHEEL_PYTHON) --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d $(GPU_WHEELS) $(GPU_WHEEL_NEEDS)
 
 # Container images (docker/README.md): the model is built here first, then copied in.
 .PHONY: docker-web docker-torchserve

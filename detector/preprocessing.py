@@ -20,6 +20,8 @@ import io
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -159,6 +161,52 @@ def _guard_at_least(max_pixels: int) -> None:
                 Image.MAX_IMAGE_PIXELS = max_pixels
 
 
+@contextmanager
+def _decoding(max_pixels: int) -> Iterator[None]:
+    """Pillow's refusals and failures inside the block, as :class:`ImageDecodeError` with a stable reason."""
+    _guard_at_least(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels check (_checked) replaces Pillow's global bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not_an_image", "the file is not an image in a supported format") from None
+    except Image.DecompressionBombError:
+        # Pillow refused from the header inside Image.open, above twice its guard (>= max_pixels): the
+        # caller's limit is the one the image broke, and the one to name
+        raise ImageDecodeError("too_large", f"the image has more pixels than the limit of {max_pixels:,}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError/EOFError.
+        raise ImageDecodeError("truncated", f"the image data is truncated or corrupt ({error})") from None
+
+
+def _checked(image: Image.Image, max_pixels: int) -> Image.Image:
+    """The opened image, refused when its header declares more than ``max_pixels`` or no pixels at all."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            "too_large",
+            f"the image is {width}x{height} pixels, more than the limit of {max_pixels:,}",
+        )
+    if width < 1 or height < 1:
+        raise ImageDecodeError("not_an_image", "the image has no pixels")
+    return image
+
+
+def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image and check it from its header alone: no pixel is decoded yet.
+
+    The first half of :func:`load_image`, with the same refusals (``empty``, ``not_an_image``,
+    ``too_large``), for decoders other than Pillow's (:mod:`detector.gpu_preprocessing`) that must
+    apply the same limits before they decode.
+    """
+    with _decoding(max_pixels):
+        return _checked(_open(source), max_pixels)
+
+
 def load_image(
     source: ImageSource,
     *,
@@ -172,38 +220,15 @@ def load_image(
     ``max_pixels`` is checked against the header, before the pixels are decoded, so a
     decompression bomb costs nothing.
     """
-    _guard_at_least(max_pixels)
-    try:
-        with warnings.catch_warnings():
-            # Our own max_pixels check below replaces Pillow's global bomb warning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = _open(source)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    "too_large",
-                    f"the image is {width}x{height} pixels, more than the limit of {max_pixels:,}",
-                )
-            if width < 1 or height < 1:
-                raise ImageDecodeError("not_an_image", "the image has no pixels")
-            if draft_size is not None and image.format == "JPEG":
-                image.draft("RGB", (draft_size, draft_size))
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
-            if image.mode in _WIDE_MODES:
-                image = _to_8_bit(image)
-            return image if image.mode == "RGB" else image.convert("RGB")
-    except ImageDecodeError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not_an_image", "the file is not an image in a supported format") from None
-    except Image.DecompressionBombError:
-        # Pillow refused from the header inside Image.open, above twice its guard (>= max_pixels): the
-        # caller's limit is the one the image broke, and the one to name
-        raise ImageDecodeError("too_large", f"the image has more pixels than the limit of {max_pixels:,}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError/EOFError.
-        raise ImageDecodeError("truncated", f"the image data is truncated or corrupt ({error})") from None
+    with _decoding(max_pixels):
+        image = _checked(_open(source), max_pixels)
+        if draft_size is not None and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        if image.mode in _WIDE_MODES:
+            image = _to_8_bit(image)
+        return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:

@@ -2,10 +2,12 @@
 
 - :class:`detector.runtimes.base.Detector`: preprocessing, calibration and the decision, shared;
 - :mod:`detector.runtimes.onnx_runtime`: the exported ``.onnx`` file in ONNX Runtime (torch-free);
-- :mod:`detector.runtimes.torch_eager`: a ``.pt`` checkpoint in eager PyTorch.
+- :mod:`detector.runtimes.torch_eager`: a ``.pt`` checkpoint in eager PyTorch;
+- :mod:`detector.runtimes.torch_cuda`: a ``.pt`` checkpoint on a GPU in large batches (bf16, channels-last,
+  optionally compiled), with nvJPEG decoding (:mod:`detector.gpu_preprocessing`).
 
-:func:`open_detector` picks the engine from the file name.  Importing this package imports neither
-torch nor onnxruntime: each engine is imported when it is opened.
+:func:`open_detector` picks the engine from the file name and the device.  Importing this package imports
+neither torch nor onnxruntime: each engine is imported when it is opened.
 """
 
 from __future__ import annotations
@@ -17,15 +19,38 @@ from detector.runtimes.base import Detector
 __all__ = ["Detector", "open_detector"]
 
 
-def open_detector(path: Path | str, *, threads: int | None = None, device: str | None = None) -> Detector:
-    """``.onnx`` -> ONNX Runtime; anything else is taken for a checkpoint and run by PyTorch on ``device``."""
+def open_detector(
+    path: Path | str,
+    *,
+    threads: int | None = None,
+    device: str | None = None,
+    precision: str = "bf16",
+    compile: bool = False,
+) -> Detector:
+    """``.onnx`` -> ONNX Runtime; anything else is taken for a checkpoint and run by PyTorch on ``device``.
+
+    A ``cuda`` device runs a checkpoint in :class:`~detector.runtimes.torch_cuda.CudaDetector` (``precision``
+    and ``compile`` are its options) and an ``.onnx`` on ONNX Runtime's CUDA provider, which only
+    ``onnxruntime-gpu`` has (an error says so otherwise).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model at {path}")
+    on_gpu = device is not None and device.startswith("cuda")
     if path.suffix == ".onnx":
-        from detector.runtimes.onnx_runtime import OnnxDetector
+        from detector.runtimes.onnx_runtime import OnnxDetector, available_providers
 
-        return OnnxDetector(path, threads=threads)
+        providers = available_providers()
+        if on_gpu and "CUDAExecutionProvider" not in providers:
+            raise RuntimeError(
+                "this onnxruntime has no CUDA provider: install onnxruntime-gpu in its place, or give the .pt "
+                "checkpoint to run it on the GPU with PyTorch"
+            )
+        return OnnxDetector(path, threads=threads, providers=providers if on_gpu else None)
+    if on_gpu:
+        from detector.runtimes.torch_cuda import CudaDetector
+
+        return CudaDetector(path, device=device, precision=precision, compile=compile)  # type: ignore[arg-type]
     from detector.runtimes.torch_eager import TorchDetector
 
     return TorchDetector(path, threads=threads, device=device)

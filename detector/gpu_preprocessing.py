@@ -1,0 +1,296 @@
+"""The core's preprocessing as tensor operations on a device: nvJPEG decoding, resize and normalisation on the GPU.
+
+On a GPU the model is not the bottleneck, decoding is (issue #14: ~8,500 JPEGs/s decoded and resized on one
+H200 with nvJPEG, ~930/s with Pillow on 16 cores). This module gives the same model input as
+:func:`detector.preprocessing.preprocess`, in two steps so that a caller can overlap them with the GPU's work:
+
+1. :meth:`DevicePreprocessor.stage`, on the CPU, per file, thread-safe: read the bytes, open the header
+   with the core's :func:`~detector.preprocessing.open_image` (the same refusals: empty, not an image,
+   more than ``max_pixels`` from the header before any pixel is decoded) and pick the decoder. A
+   complete baseline JPEG in RGB or grey goes to the device decoder as bytes; everything else (PNG,
+   WebP, GIF, TIFF, BMP, CMYK, progressive or arithmetic-coded JPEG, a JPEG cut short, MPO) is decoded
+   by the core's :func:`~detector.preprocessing.load_image` (Pillow, draft mode, EXIF orientation,
+   16-bit, palette and alpha handled as everywhere else).
+2. :meth:`DevicePreprocessor.batch`, per batch: ``torchvision.io.decode_jpeg(..., device=...)`` decodes
+   the JPEGs together (nvJPEG on CUDA; libjpeg-turbo when the device is the CPU, which is how the tests
+   run this pipeline without a GPU), the EXIF orientation read from the header is applied, Pillow's
+   results are uploaded, then every image is resized to the model's input size with antialiasing
+   (``torch.nn.functional.interpolate(..., antialias=True)``: Pillow's resampling filter; rounded to whole
+   levels as Pillow's 8-bit resize is) and normalised with the model's mean and std, on the device.
+
+A JPEG the device decoder refuses is decoded by Pillow instead, so a file is refused only for a reason
+the CPU path would refuse it for. Pillow's draft mode (decoding a large JPEG at 1/2-1/8 scale) has no
+nvJPEG counterpart: the device decodes at full size and the antialiased resize does the reduction, so
+for a photo far larger than the input the two paths give close but not identical pixels
+(``tests/test_gpu.py`` measures what that does to P(ai) on real images).
+
+torchvision deprecated its image decoders in 0.29 in favour of TorchCodec; this module keeps to
+``torchvision.io`` because it is what the pinned versions ship (TorchCodec is not a dependency), and
+silences only that one deprecation warning.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from detector.preprocessing import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    ImageSource,
+    PreprocessConfig,
+    load_image,
+    open_image,
+)
+
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
+)
+
+#: the EXIF orientation tag (what ``PIL.ImageOps.exif_transpose`` reads)
+ORIENTATION = 0x0112
+#: Pillow modes of the JPEGs the device decoder takes (YCbCr/RGB and grey; CMYK/YCCK go to Pillow)
+DEVICE_MODES = frozenset({"RGB", "L"})
+#: start-of-frame markers of baseline and extended sequential Huffman JPEG, what nvJPEG decodes everywhere
+DEVICE_FRAMES = frozenset({0xC0, 0xC1})
+#: how torch's interpolate resamples like Pillow: its antialiased filters, and Pillow's nearest neighbour
+_INTERPOLATION = {"bilinear": ("bilinear", True), "bicubic": ("bicubic", True), "nearest": ("nearest-exact", False)}
+#: most bytes of float32 pixels resized in one interpolate call (a group of large photos goes in slices)
+_RESIZE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EncodedJpeg:
+    """A JPEG for the device decoder: its bytes as a CPU tensor, and the EXIF orientation to apply after."""
+
+    data: torch.Tensor
+    orientation: int
+    #: the file, for Pillow when the device decoder refuses it
+    raw: bytes
+
+
+#: what :meth:`DevicePreprocessor.stage` makes of one file: bytes for the device decoder, Pillow's pixels
+#: (uint8, (3, H, W), on the CPU), or the reason the file has no model input
+Staged = EncodedJpeg | torch.Tensor | ImageDecodeError | OSError
+
+
+@dataclass
+class DeviceBatch:
+    """A batch's model input on the device, and each refusal by position."""
+
+    size: int
+    #: positions in the batch of the rows of ``inputs``
+    positions: list[int] = field(default_factory=list)
+    #: (len(positions), 3, S, S) float32 on the device, or None when nothing decoded
+    inputs: torch.Tensor | None = None
+    errors: dict[int, ImageDecodeError | OSError] = field(default_factory=dict)
+    #: how many images the device decoder decoded (the rest went through Pillow)
+    device_decoded: int = 0
+
+    def rows(self) -> list[torch.Tensor | ImageDecodeError | OSError]:
+        """Per position of the batch: its row of ``inputs`` (a view, on the device) or its refusal."""
+        rows: dict[int, torch.Tensor] = {}
+        if self.inputs is not None:
+            rows = dict(zip(self.positions, self.inputs, strict=True))
+        return [rows[i] if i in rows else self.errors[i] for i in range(self.size)]
+
+
+def read_source(source: ImageSource) -> bytes:
+    """The whole file: bytes as given, a path read, or an open binary file read to its end."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    if isinstance(source, str | os.PathLike):
+        return Path(source).read_bytes()
+    return source.read()
+
+
+def jpeg_frame(data: bytes) -> int | None:
+    """The start-of-frame marker of a complete JPEG (0xC0 baseline, 0xC2 progressive...), else None.
+
+    Walks the marker segments up to the start of scan; the file counts as complete when an end-of-image
+    marker follows the scan (entropy-coded data cannot contain one: a 0xFF there is always stuffed). A
+    JPEG cut short, or segments that do not add up, give None, and Pillow decodes (or refuses) the file.
+    """
+    if data[:2] != b"\xff\xd8":
+        return None
+    frame, position, end = None, 2, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+            continue
+        if marker == 0xDA:  # start of scan
+            return frame if data.rfind(b"\xff\xd9") > position else None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            frame = marker
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return None
+
+
+def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A (C, H, W) image turned upright by its EXIF orientation, as ``PIL.ImageOps.exif_transpose`` does."""
+    if orientation == 2:  # mirrored
+        return image.flip(-1)
+    if orientation == 3:  # upside down
+        return image.flip(-2, -1)
+    if orientation == 4:  # flipped top to bottom
+        return image.flip(-2)
+    if orientation == 5:  # transposed
+        return image.transpose(-2, -1)
+    if orientation == 6:  # turned a quarter anticlockwise: turn it clockwise
+        return torch.rot90(image, -1, (-2, -1))
+    if orientation == 7:  # transversed
+        return image.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:  # turned a quarter clockwise
+        return torch.rot90(image, 1, (-2, -1))
+    return image
+
+
+class DevicePreprocessor:
+    """The model input of a batch of files, decoded, resized and normalised on ``device``."""
+
+    def __init__(self, config: PreprocessConfig, device: torch.device | str = "cuda", *, nvjpeg: bool = True) -> None:
+        if config.resample not in _INTERPOLATION:
+            raise ValueError(
+                f"resample {config.resample!r} has no device implementation ({', '.join(_INTERPOLATION)} do): "
+                "run this model with the CPU preprocessing"
+            )
+        self.config = config
+        self.device = torch.device(device)
+        #: False: every file goes through Pillow (resize and normalisation still on the device)
+        self.nvjpeg = nvjpeg
+        self._mode, self._antialias = _INTERPOLATION[config.resample]
+        self._scale = torch.as_tensor(config._scale, device=self.device).view(1, 3, 1, 1)
+        self._offset = torch.as_tensor(config._offset, device=self.device).view(1, 3, 1, 1)
+
+    # --- on the CPU, per file ------------------------------------------------------------------
+
+    def stage(self, source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Staged:
+        """Read one file and check it from its header; decode it with Pillow unless the device decoder takes it.
+
+        Never raises for a bad or unreadable file: the refusal is returned, as the scanner records it.
+        """
+        try:
+            data = read_source(source)
+        except OSError as error:
+            return error
+        try:
+            header = open_image(data, max_pixels=max_pixels)
+        except ImageDecodeError as error:
+            return error
+        if (
+            self.nvjpeg
+            and header.format == "JPEG"
+            and header.mode in DEVICE_MODES
+            and jpeg_frame(data) in DEVICE_FRAMES
+        ):
+            try:
+                orientation = int(header.getexif().get(ORIENTATION, 1))
+            except Exception:  # noqa: BLE001 (a broken EXIF block: let Pillow decide, as the CPU path does)
+                return self._pillow(data, max_pixels)
+            return EncodedJpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation, data)
+        return self._pillow(data, max_pixels)
+
+    def _pillow(self, data: bytes, max_pixels: int) -> torch.Tensor | ImageDecodeError:
+        """The core's decoder (draft mode, EXIF orientation, RGB): uint8 (3, H, W) on the CPU."""
+        try:
+            image = load_image(data, draft_size=self.config.input_size, max_pixels=max_pixels)
+        except ImageDecodeError as error:
+            return error
+        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+    # --- on the device, per batch --------------------------------------------------------------
+
+    def batch(self, staged: Sequence[Staged], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceBatch:
+        """Decode the staged JPEGs on the device, upload Pillow's, resize and normalise them all."""
+        result = DeviceBatch(size=len(staged))
+        images: dict[int, torch.Tensor] = {}
+        jpegs: dict[int, EncodedJpeg] = {}
+        for position, item in enumerate(staged):
+            if isinstance(item, EncodedJpeg):
+                jpegs[position] = item
+            elif isinstance(item, torch.Tensor):
+                images[position] = item.to(self.device, non_blocking=True)
+            else:
+                result.errors[position] = item
+        decoded_jpegs, result.device_decoded = self._decode_jpegs(jpegs, max_pixels)
+        for position, decoded in decoded_jpegs.items():
+            if isinstance(decoded, ImageDecodeError):
+                result.errors[position] = decoded
+            else:
+                images[position] = decoded
+        result.positions = sorted(images)
+        if result.positions:
+            result.inputs = self.to_inputs([images[position] for position in result.positions])
+        return result
+
+    def __call__(self, sources: Sequence[ImageSource], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceBatch:
+        """:meth:`stage` each file, then :meth:`batch` them."""
+        return self.batch([self.stage(source, max_pixels=max_pixels) for source in sources], max_pixels=max_pixels)
+
+    def _decode_jpegs(
+        self, jpegs: dict[int, EncodedJpeg], max_pixels: int
+    ) -> tuple[dict[int, torch.Tensor | ImageDecodeError], int]:
+        """The JPEGs upright, in one call to the device decoder, and how many it decoded.
+
+        One bad file fails the whole call: then they go one by one, and Pillow takes those it refuses.
+        """
+        if not jpegs:
+            return {}, 0
+        try:
+            decoded = decode_jpeg([jpeg.data for jpeg in jpegs.values()], mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError:
+            results = {position: self._decode_one(jpeg, max_pixels) for position, jpeg in jpegs.items()}
+            return {position: image for position, (image, _) in results.items()}, sum(
+                on_device for _, on_device in results.values()
+            )
+        upright = zip(jpegs.items(), decoded, strict=True)
+        return {position: orient(image, jpeg.orientation) for (position, jpeg), image in upright}, len(jpegs)
+
+    def _decode_one(self, jpeg: EncodedJpeg, max_pixels: int) -> tuple[torch.Tensor | ImageDecodeError, bool]:
+        """One JPEG by the device decoder, or by Pillow when it refuses (True: the device decoded it)."""
+        try:
+            return orient(decode_jpeg(jpeg.data, mode=ImageReadMode.RGB, device=self.device), jpeg.orientation), True
+        except RuntimeError:
+            pillow = self._pillow(jpeg.raw, max_pixels)  # upright already, or the CPU path's refusal
+            return (pillow if isinstance(pillow, ImageDecodeError) else pillow.to(self.device)), False
+
+    def to_inputs(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """uint8 (3, H, W) images on the device -> the model's (N, 3, S, S) float32 input, channels-last.
+
+        Images of one size are resized together; each result is rounded to whole levels as Pillow's 8-bit
+        resize is, then ``x * scale + offset`` as :func:`detector.preprocessing.image_to_array` computes it.
+        """
+        size = self.config.input_size
+        out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=self.device)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            groups[(int(image.shape[-2]), int(image.shape[-1]))].append(index)
+        for (height, width), members in groups.items():
+            step = max(1, _RESIZE_BYTES // (3 * height * width * 4))
+            for first in range(0, len(members), step):
+                chosen = members[first : first + step]
+                pixels = torch.stack([images[i] for i in chosen]).float()
+                if (height, width) != (size, size):
+                    pixels = (
+                        functional.interpolate(pixels, size=(size, size), mode=self._mode, antialias=self._antialias)
+                        .round_()
+                        .clamp_(0, 255)
+                    )
+                out[chosen] = pixels
+        out.mul_(self._scale).add_(self._offset)
+        return out.contiguous(memory_format=torch.channels_last)
