@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 
+import numpy as np
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 from tqdm import tqdm
@@ -16,8 +17,11 @@ from detector.runtimes import Detector, open_detector
 from provenance import Evidence, ProvenanceSettings
 from scan.config import ScanSettings
 from scan.files import expand
-from scan.reports import ReportWriter, report_paths, summarise, write_html
-from scan.scoring import Decoded, prepare, score
+from scan.reports import OutdatedReport, ReportWriter, report_paths, summarise, write_html
+from scan.scoring import Decoded, prepare, score, variants
+
+#: what each decoding task hands the model: the input, the file's evidence, its consistency variants
+Prepared = tuple[Decoded, list[Evidence], np.ndarray | None]
 
 
 def _batches(paths: list[str], size: int) -> Iterator[list[str]]:
@@ -26,9 +30,18 @@ def _batches(paths: list[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+def _check_explains(detector: Detector) -> None:
+    """Raise NotImplementedError (saying what to do) unless ``detector`` computes the class activation map."""
+    size = detector.preprocess_config.input_size
+    detector.logits_and_cam(np.zeros((1, 3, size, size), dtype=np.float32))
+
+
 def run_scan(settings: ScanSettings) -> dict[str, float]:
     """Scan, write the reports, and return the summary (counts per label, errors, images/s)."""
     detector: Detector = open_detector(settings.model, threads=settings.threads)
+    if settings.explain is not None:
+        _check_explains(detector)
+        settings.explain.mkdir(parents=True, exist_ok=True)
     writer = ReportWriter(settings.output, settings.format, resume=settings.resume)
     done = {row.path for row in writer.rows()}
     todo = [path for path in expand(settings.inputs, settings.paths_from) if path not in done]
@@ -36,8 +49,13 @@ def run_scan(settings: ScanSettings) -> dict[str, float]:
     started = time.perf_counter()
     with ThreadPoolExecutor(settings.workers) as pool, tqdm(total=len(todo), unit="img", desc="scan") as bar:
 
-        def submit(batch: list[str]) -> list[Future[tuple[Decoded, list[Evidence]]]]:
-            return [pool.submit(prepare, detector, path, settings.max_pixels, provenance) for path in batch]
+        def load(path: str) -> Prepared:
+            decoded, found = prepare(detector, path, settings.max_pixels, provenance)
+            check = settings.consistency and isinstance(decoded, np.ndarray)
+            return decoded, found, variants(detector, path, settings.max_pixels) if check else None
+
+        def submit(batch: list[str]) -> list[Future[Prepared]]:
+            return [pool.submit(load, path) for path in batch]
 
         batches = _batches(todo, settings.batch_size)
         current = next(batches, None)
@@ -47,8 +65,19 @@ def run_scan(settings: ScanSettings) -> dict[str, float]:
             # decode the next batch while this one runs through the model
             following = submit(upcoming) if upcoming else []
             prepared = [future.result() for future in pending]
-            decoded, evidence = [item for item, _ in prepared], [found for _, found in prepared]
-            rows = score(detector, current, decoded, settings.threshold, evidence)
+            decoded = [item for item, _, _ in prepared]
+            evidence = [found for _, found, _ in prepared]
+            checks = [check for _, _, check in prepared]
+            rows = score(
+                detector,
+                current,
+                decoded,
+                settings.threshold,
+                evidence,
+                real_threshold=settings.real_threshold,
+                checks=checks if settings.consistency else None,
+                explain=settings.explain,
+            )
             writer.write(rows)
             bar.update(len(rows))
             current, pending = upcoming, following
@@ -84,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_scan(settings)
     except FileNotFoundError as error:
         print(f"error: {error} (make export writes model_store/detector.onnx; or pass --model)", file=sys.stderr)
+        return 2
+    except NotImplementedError as error:  # --explain with a model that has no heatmap output
+        print(f"error: --explain: {error}", file=sys.stderr)
+        return 2
+    except OutdatedReport as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(" ".join(f"{key}={value}" for key, value in summary.items()))
     for fmt, path in report_paths(settings.output, settings.format).items():

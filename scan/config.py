@@ -41,6 +41,19 @@ class ScanSettings(ToolSettings):
     format: list[str] = Field(["csv", "jsonl"], description="report formats, any of csv, jsonl")
     html: bool = Field(False, description="also write PREFIX.html, thumbnails sorted by P(ai), for review")
     threshold: float | None = Field(None, ge=0, le=1, description="P(ai) from which to say ai (default: the model's)")
+    real_threshold: float | None = Field(
+        None, ge=0, le=1, description="P(ai) at or below which to say real, unsure between (default: the model's)"
+    )
+    explain: Path | None = Field(
+        None,
+        description="write a heatmap overlay PNG per image into this folder (at most 512 px a side; red: evidence "
+        "of AI generation, blue: of a real photo), linked from the HTML report",
+    )
+    consistency: bool = Field(
+        False,
+        description="also score each image re-saved as JPEG q75, halved and centre-cropped; a verdict one of them "
+        "flips becomes unsure, with the reason (about 4x the model's work)",
+    )
     workers: int = Field(2, ge=1, description="threads decoding and resizing images")
     batch_size: int = Field(16, ge=1, description="images per forward pass")
     threads: int | None = Field(None, ge=1, description="inference threads (default: all cores)")

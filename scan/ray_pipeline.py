@@ -40,7 +40,10 @@ class RaySettings(ToolSettings):
     actors: int = Field(2, ge=1, description="scoring actors (each loads the model once)")
     threads_per_actor: int = Field(1, ge=1, description="ONNX Runtime threads in each actor")
     batch_size: int = Field(16, ge=1)
-    threshold: float | None = Field(None, ge=0, le=1)
+    threshold: float | None = Field(None, ge=0, le=1, description="P(ai) from which to say ai (default: the model's)")
+    real_threshold: float | None = Field(
+        None, ge=0, le=1, description="P(ai) at or below which to say real, unsure between (default: the model's)"
+    )
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     evidence: bool = Field(True, description="read provenance evidence into the evidence column, as the CLI does")
     address: str | None = Field(None, description="Ray cluster address (auto on a cluster); default: start one here")
@@ -50,13 +53,19 @@ class ScoringActor:
     """Holds one ONNX Runtime session for its lifetime; scores batches of raw file bytes."""
 
     def __init__(
-        self, model: str, threads: int, threshold: float | None, max_pixels: int, evidence: bool = True
+        self,
+        model: str,
+        threads: int,
+        threshold: float | None,
+        max_pixels: int,
+        evidence: bool = True,
+        real_threshold: float | None = None,
     ) -> None:
         from detector.runtimes.onnx_runtime import OnnxDetector
         from provenance import ProvenanceSettings
 
         self.detector = OnnxDetector(model, threads=threads)
-        self.threshold = threshold
+        self.threshold, self.real_threshold = threshold, real_threshold
         self.max_pixels = max_pixels
         self.provenance = ProvenanceSettings() if evidence else None
 
@@ -64,7 +73,8 @@ class ScoringActor:
         paths = [str(p) for p in batch["path"]]
         prepared = [prepare(self.detector, bytes(data), self.max_pixels, self.provenance) for data in batch["bytes"]]
         decoded, evidence = [item for item, _ in prepared], [found for _, found in prepared]
-        rows = [row.flat() for row in score(self.detector, paths, decoded, self.threshold, evidence)]
+        scored = score(self.detector, paths, decoded, self.threshold, evidence, real_threshold=self.real_threshold)
+        rows = [row.flat() for row in scored]
         return {column: [row[column] for row in rows] for column in COLUMNS}
 
 
@@ -98,6 +108,7 @@ def run_ray_scan(settings: RaySettings) -> int:
             "model": str(Path(settings.model).resolve()),
             "threads": settings.threads_per_actor,
             "threshold": settings.threshold,
+            "real_threshold": settings.real_threshold,
             "max_pixels": settings.max_pixels,
             "evidence": settings.evidence,
         },

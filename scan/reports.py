@@ -6,9 +6,11 @@ import base64
 import csv
 import io
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -16,6 +18,10 @@ from detector.preprocessing import load_image
 from scan.scoring import COLUMNS, ScanRow
 
 FORMATS = ("csv", "jsonl")
+
+
+class OutdatedReport(ValueError):
+    """A CSV report to resume whose columns are not this version's (rows appended to it would not line up)."""
 
 
 def report_paths(prefix: Path, formats: Iterable[str]) -> dict[str, Path]:
@@ -26,7 +32,8 @@ def report_paths(prefix: Path, formats: Iterable[str]) -> dict[str, Path]:
 class ReportWriter:
     """Appends rows to ``<prefix>.csv`` and/or ``<prefix>.jsonl``, flushing after every batch.
 
-    With ``resume=False`` the files start afresh (truncated) instead of growing.
+    With ``resume=False`` the files start afresh (truncated) instead of growing. Resuming a CSV written
+    with other columns (by an earlier version) raises :class:`OutdatedReport` before anything is written.
     """
 
     def __init__(self, prefix: Path, formats: Iterable[str], resume: bool = True) -> None:
@@ -34,8 +41,11 @@ class ReportWriter:
         self.prefix = prefix
         prefix.parent.mkdir(parents=True, exist_ok=True)
         self._files = {}
+        fresh = {fmt: not resume or not path.exists() or path.stat().st_size == 0 for fmt, path in self.paths.items()}
+        if "csv" in self.paths and not fresh["csv"]:
+            _check_columns(self.paths["csv"])
         for fmt, path in self.paths.items():
-            new = not resume or not path.exists() or path.stat().st_size == 0
+            new = fresh[fmt]
             handle = path.open("a" if resume else "w", newline="")
             if fmt == "csv":
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -65,24 +75,36 @@ class ReportWriter:
             handle.close()
 
 
+def _check_columns(path: Path) -> None:
+    with path.open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    if tuple(header) != COLUMNS:
+        raise OutdatedReport(
+            f"{path} has the columns of an earlier version ({', '.join(header)}): "
+            "start it afresh with --no-resume, or write to another --output"
+        )
+
+
 def read_rows(report: Path) -> list[ScanRow]:
     """All rows of a JSONL or CSV report (the HTML page and the summary are made from it)."""
     with report.open(newline="") as handle:
         if report.suffix == ".jsonl":
-            return [ScanRow(**json.loads(line)) for line in handle if line.strip()]
+            return [ScanRow.from_json(json.loads(line)) for line in handle if line.strip()]
         return [_from_csv(row) for row in csv.DictReader(handle)]
 
 
 def _from_csv(row: dict[str, str]) -> ScanRow:
-    probabilities = {name: float(row[f"prob_{name}"]) for name in ("ai", "real") if row[f"prob_{name}"]}
+    """A CSV row back as a :class:`ScanRow` (without the probabilities, which only the JSONL keeps)."""
     return ScanRow(
         path=row["path"],
-        label=row["label"] or None,
-        confidence=float(row["confidence"]) if row["confidence"] else None,
-        probabilities=probabilities,
-        evidence=row["evidence"],
-        model_version=row["model_version"],
-        error=row["error"] or None,
+        label=row.get("label") or None,
+        p_ai=float(row["p_ai"]) if row.get("p_ai") else None,
+        summary=row.get("summary") or None,
+        reason=row.get("reason") or None,
+        evidence=row.get("evidence", ""),
+        heatmap=row.get("heatmap") or None,
+        model_version=row.get("model_version", ""),
+        error=row.get("error") or None,
     )
 
 
@@ -102,15 +124,26 @@ def _thumbnail(path: str, size: int = 160) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _link(target: str | None, page: Path) -> str | None:
+    """A relative URL from the page to a file written beside it (the heatmaps of ``--explain``)."""
+    if not target:
+        return None
+    return quote(Path(os.path.relpath(target, page.resolve().parent)).as_posix())
+
+
 def write_html(rows: list[ScanRow], destination: Path, limit: int = 500) -> Path:
-    """A self-contained page for a person to review: likeliest-AI first, with thumbnails, errors last."""
-    answered = sorted((r for r in rows if r.error is None), key=lambda r: -(r.probabilities.get("ai") or 0.0))
+    """A page for a person to review: likeliest-AI first, with thumbnails, heatmaps when made, errors last.
+
+    Self-contained but for the heatmaps, which are linked by their path relative to the page.
+    """
+    answered = sorted((r for r in rows if r.error is None), key=lambda r: -(r.p_ai or 0.0))
     shown = answered[:limit]
     environment = Environment(
         loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
     )
     page = environment.get_template("report.html").render(
-        rows=[(row, _thumbnail(row.path)) for row in shown],
+        rows=[(row, _thumbnail(row.path), _link(row.heatmap, destination)) for row in shown],
+        heatmaps=any(row.heatmap for row in shown),
         errors=[r for r in rows if r.error is not None],
         summary=summarise(rows),
         hidden=len(answered) - len(shown),

@@ -1,4 +1,4 @@
-"""The folder scanner: reports, resuming, bad files, and Ray Data giving the same answers."""
+"""The folder scanner: reports, resuming, bad files, heatmaps, the consistency check, and Ray Data alike."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import make_image, run_module, write_dataset
+from PIL import Image
 
+from detector.calibration import decide
+from detector.consistency import VARIANTS, reconcile, variant_arrays
+from detector.heatmap import overlay
+from detector.preprocessing import load_image
 from detector.runtimes.onnx_runtime import OnnxDetector
 
 
@@ -49,25 +54,33 @@ def test_scan_writes_reports_matching_the_model(folder: Path, exported_model: Pa
     for name in ("ai_000.jpg", "real_001.png", "big.jpg"):
         row = by_name[name]
         decision = detector.classify(detector.preprocess(Path(row["path"]))[None])[0]
-        assert row["label"] == decision.label and row["error"] is None
+        assert (row["label"], row["summary"], row["reason"]) == (decision.label, decision.summary, None)
+        assert row["label"] in ("ai", "real", "unsure") and row["error"] is None and "confidence" not in row
+        assert row["p_ai"] == pytest.approx(decision.p_ai, abs=1e-6)
         assert row["probabilities"]["ai"] == pytest.approx(decision.probabilities["ai"], abs=1e-6)
-        assert row["model_version"] == "efficientnet_lite0-tiny"
+        assert row["model_version"] == "efficientnet_lite0-tiny" and row["heatmap"] is None
     with out.with_suffix(".csv").open(newline="") as handle:
         table = list(csv.DictReader(handle))
     assert [r["path"] for r in table] == [r["path"] for r in rows]
     assert list(table[0]) == [
         "path",
         "label",
-        "confidence",
-        "prob_ai",
-        "prob_real",
+        "p_ai",
+        "summary",
+        "reason",
         "evidence",
+        "heatmap",
         "model_version",
         "error",
     ]
+    assert [(r["label"], r["summary"]) for r in table] == [(r["label"] or "", r["summary"] or "") for r in rows]
     assert "images=13" in result.stdout and "error=2" in result.stdout and "images_per_second=" in result.stdout
     html = out.with_suffix(".html").read_text()
     assert html.count("data:image/jpeg;base64,") == 11 and "broken.jpg" in html
+    for row in rows:  # each verdict in words, coloured by its label
+        if row["error"] is None:
+            assert f'<span class="{row["label"]}">{row["summary"]}</span>' in html
+    assert "Confidence" not in html and "Heatmap" not in html
 
 
 def test_rerun_resumes_and_threshold_overrides(folder: Path, exported_model: Path, tmp_path: Path) -> None:
@@ -84,6 +97,30 @@ def test_rerun_resumes_and_threshold_overrides(folder: Path, exported_model: Pat
     _scan(str(folder), "--model", str(exported_model), "--output", str(everything_ai), "--threshold", "0")
     labels = {r["label"] for r in _jsonl(everything_ai.with_suffix(".jsonl")) if r["error"] is None}
     assert labels == {"ai"}
+
+    # both thresholds overridden: ai from 1 (none), real at or below 0 (none): every verdict is unsure
+    undecided = tmp_path / "undecided"
+    args = ["--output", str(undecided), "--threshold", "1", "--real-threshold", "0", "--format", "csv"]
+    _scan(str(folder), "--model", str(exported_model), *args)
+    with undecided.with_suffix(".csv").open(newline="") as handle:
+        table = [row for row in csv.DictReader(handle) if not row["error"]]
+    assert {row["label"] for row in table} == {"unsure"}
+    assert all(row["summary"] == f"P(AI) {100 * float(row['p_ai']):.0f} %: unsure" for row in table)
+
+
+def test_resume_across_report_versions(folder: Path, exported_model: Path, tmp_path: Path) -> None:
+    """A JSONL report of an earlier version resumes; a CSV with other columns is refused, not garbled."""
+    old = tmp_path / "old"
+    path = str((folder / "ai" / "ai_000.jpg").resolve())
+    legacy = {"path": path, "label": "ai", "confidence": 0.7, "probabilities": {"ai": 0.7, "real": 0.3}}
+    old.with_suffix(".jsonl").write_text(json.dumps({**legacy, "evidence": "", "model_version": "v0"}) + "\n")
+    result = _scan(str(folder), "--model", str(exported_model), "--output", str(old), "--format", "jsonl", "--html")
+    assert "skipped_as_done=1" in result.stdout and "images=13" in result.stdout
+    assert '<span class="ai">P(AI) 70 %: ai</span>' in old.with_suffix(".html").read_text()
+
+    old.with_suffix(".csv").write_text("path,label,confidence,prob_ai,prob_real,evidence,model_version,error\n")
+    refused = run_module("scan", str(folder), "--model", str(exported_model), "--output", str(old), returncode=2)
+    assert "columns of an earlier version" in refused.stderr and "--no-resume" in refused.stderr
 
 
 def test_checkpoint_and_onnx_agree(folder: Path, trained_run: Path, exported_model: Path, tmp_path: Path) -> None:
@@ -136,8 +173,80 @@ def test_ray_data_pipeline_gives_the_cli_results(folder: Path, exported_model: P
     cli_rows = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False).sort_values("path").reset_index(drop=True)
     assert list(ray_rows["path"]) == list(cli_rows["path"])
     assert list(ray_rows["label"].fillna("")) == list(cli_rows["label"])
+    assert list(ray_rows["summary"].fillna("")) == list(cli_rows["summary"])
     answered = cli_rows["error"] == ""
     np.testing.assert_allclose(
-        ray_rows["prob_ai"][answered].astype(float), cli_rows["prob_ai"][answered].astype(float), atol=1e-6
+        ray_rows["p_ai"][answered].astype(float), cli_rows["p_ai"][answered].astype(float), atol=1e-6
     )
     assert ray_rows["error"].notna().sum() == 2
+
+
+def test_explain_writes_a_heatmap_per_image_linked_from_the_report(
+    folder: Path, exported_model: Path, tmp_path: Path
+) -> None:
+    out, heatmaps = tmp_path / "report", tmp_path / "heatmaps"
+    args = ["--model", str(exported_model), "--output", str(out), "--html", "--explain", str(heatmaps)]
+    _scan(str(folder), *args, "--format", "jsonl")
+    rows = _jsonl(out.with_suffix(".jsonl"))
+    detector = OnnxDetector(exported_model)
+    html = out.with_suffix(".html").read_text()
+    assert "Heatmap" in html
+    for row in rows:
+        if row["error"] is not None:
+            assert row["heatmap"] is None
+            continue
+        picture = Path(row["heatmap"])
+        assert picture.parent == heatmaps.resolve() and picture.suffix == ".png"
+        assert f'href="heatmaps/{picture.name}"' in html
+        # the verdict is the one without --explain (one forward pass gives both)
+        decisions, cam = detector.explain(detector.preprocess(Path(row["path"]))[None])
+        assert row["label"] == decisions[0].label and row["p_ai"] == pytest.approx(decisions[0].p_ai, abs=1e-6)
+        drawn = Image.open(picture)
+        if Path(row["path"]).name == "big.jpg":  # 1600 x 1200, drawn at 512 px a side at most
+            image = load_image(row["path"], draft_size=512)
+            image.thumbnail((512, 512))
+            assert drawn.size == image.size == (512, 384)
+            expected = np.asarray(overlay(image, cam[0]), dtype=int)
+            assert np.abs(np.asarray(drawn, dtype=int) - expected).max() <= 2
+    assert sorted(p.name for p in heatmaps.iterdir()) == sorted(Path(r["heatmap"]).name for r in rows if r["heatmap"])
+
+
+def test_consistency_turns_a_verdict_that_flips_into_unsure(folder: Path, exported_model: Path, tmp_path: Path) -> None:
+    """With the ai threshold between a file's P(ai) and a re-encoded copy's, --consistency says unsure and why."""
+    detector = OnnxDetector(exported_model)
+    classes = detector.metadata.classes
+    files = [
+        folder / "ai" / "ai_000.jpg",
+        folder / "real" / "real_001.png",
+        folder / "real" / "2024" / "trip" / "big.jpg",
+    ]
+
+    def p_ai(batch: np.ndarray) -> np.ndarray:
+        return detector.probabilities(batch)[:, classes.index("ai")]
+
+    own = {path: p_ai(detector.preprocess(path)[None])[0] for path in files}
+    variants = {path: p_ai(variant_arrays(detector, path)) for path in files}
+    # the file and variant whose P(ai) differ most, and a threshold halfway between the two (no unsure band)
+    path, which = max(
+        ((path, index) for path in files for index in range(len(VARIANTS))),
+        key=lambda pair: abs(variants[pair[0]][pair[1]] - own[pair[0]]),
+    )
+    assert abs(variants[path][which] - own[path]) > 1e-4
+    threshold = float((own[path] + variants[path][which]) / 2)
+    flags = ["--model", str(exported_model), "--format", "jsonl", "--threshold", repr(threshold)]
+    flags += ["--real-threshold", "1"]
+    _scan(*map(str, files), *flags, "--output", str(tmp_path / "plain"))
+    _scan(*map(str, files), *flags, "--output", str(tmp_path / "checked"), "--consistency")
+    plain = {Path(r["path"]).name: r for r in _jsonl(tmp_path / "plain.jsonl")}
+    checked = {Path(r["path"]).name: r for r in _jsonl(tmp_path / "checked.jsonl")}
+    for file in files:
+        decision = decide(detector.probabilities(detector.preprocess(file)[None]), classes, threshold, 1.0)[0]
+        others = decide(detector.probabilities(variant_arrays(detector, file)), classes, threshold, 1.0)
+        expected = reconcile(decision, others)
+        row = checked[file.name]
+        assert (row["label"], row["summary"], row["reason"]) == (expected.label, expected.summary, expected.reason)
+        assert plain[file.name]["label"] == decision.label and plain[file.name]["reason"] is None
+        assert row["p_ai"] == plain[file.name]["p_ai"]  # the number stays the file's own
+    flipped = checked[path.name]
+    assert flipped["label"] == "unsure" and plain[path.name]["label"] in ("ai", "real")
+    assert list(VARIANTS)[which] in flipped["reason"] and "changes when the image is re-saved" in flipped["reason"]
