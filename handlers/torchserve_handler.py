@@ -3,11 +3,22 @@
 TorchServe hands the handler a whole batch (requests it gathered for up to ``maxBatchDelay`` ms, at
 most ``batchSize`` of them). Each image is decoded by the core's preprocessing
 (:mod:`detector.preprocessing`) with the parameters read from the model file itself, the good ones
-go through the model in **one** forward pass, and the calibration temperature and decision
-threshold from the same metadata turn logits into answers (:mod:`detector.calibration`)::
+go through the model in **one** forward pass, and the calibration temperature and the two decision
+thresholds from the same metadata turn logits into answers (:mod:`detector.calibration`)::
 
-    {"label": "ai", "confidence": 0.97, "probabilities": {"ai": 0.97, "real": 0.03},
+    {"label": "unsure", "p_ai": 0.38, "summary": "P(AI) 38 %: unsure",
+     "probabilities": {"ai": 0.38, "real": 0.62},
      "model_version": "...", "archive_version": "1.0", "runtime": "onnxruntime"}
+
+``label`` is ``ai``, ``real`` or ``unsure``; ``p_ai`` is the one number that goes with it, on every
+surface. ``reason`` is added when something other than the thresholds decided the label (the
+consistency check, ``consistency: true`` in the model config, turns a verdict that a re-encoded copy
+of the image flips into ``unsure`` and says why).
+
+TorchServe's explanations API (``POST /explanations/{model}``) answers the same, plus ``heatmap``: the
+class activation map as a transparent PNG ``data:`` URI (red: evidence of ``ai``, blue: of ``real``)
+to lay over the image (:mod:`detector.heatmap`); TorchServe routes those requests to
+:meth:`DetectorHandler.explain_handle`.
 
 A file that cannot be decoded gets its own answer ``{"error": {"code": "not_an_image", "message": ...,
 "status": 415}}`` (the web app's one error shape) with that HTTP status
@@ -35,7 +46,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ts.metrics.dimension import Dimension
 from ts.torch_handler.base_handler import BaseHandler
 
-from detector.calibration import Decision, decide
+from detector.calibration import Decision, calibrated_probabilities, decide
+from detector.consistency import check_consistency
+from detector.heatmap import heatmap_data_uri
 from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError
 from detector.runtimes import Detector, open_detector
 
@@ -59,6 +72,11 @@ class HandlerSettings(BaseModel):
         description="add provenance evidence and the combined verdict to each answer (the watermark check "
         "decodes each image at full size, ~15-25 ms per megapixel; the provenance package is in the archive)",
     )
+    consistency: bool = Field(
+        False,
+        description="score each image again re-saved as JPEG q75, halved and centre-cropped, and answer unsure "
+        "(with a reason) when one of them flips the verdict (three more forward passes and a full-size decode)",
+    )
 
 
 @dataclass
@@ -70,7 +88,7 @@ class PreparedBatch:
     positions: list[int] = field(default_factory=list)
     inputs: np.ndarray | None = None
     errors: dict[int, ImageDecodeError] = field(default_factory=dict)
-    #: each decodable image's bytes by position, kept only when evidence is read
+    #: each decodable image's bytes by position, kept only when evidence is read or consistency checked
     files: dict[int, bytes] = field(default_factory=dict)
 
 
@@ -119,7 +137,7 @@ class DetectorHandler(BaseHandler):
                 image = _image_bytes(row)
                 arrays.append(self.detector.preprocess(image, max_pixels=self.settings.max_pixels))
                 prepared.positions.append(position)
-                if self.settings.evidence:
+                if self.settings.evidence or self.settings.consistency:
                     prepared.files[position] = image
             except ImageDecodeError as error:
                 prepared.errors[position] = error
@@ -135,37 +153,84 @@ class DetectorHandler(BaseHandler):
         return self.detector.probabilities(data.inputs)
 
     def postprocess(self, data: tuple[PreparedBatch, np.ndarray]) -> list[dict[str, Any]]:  # type: ignore[override]
-        """One answer per request, in request order: the thresholded decision, or the refusal."""
+        """One answer per request, in request order: the decision (``decide`` with both thresholds), or the refusal."""
         assert self.detector is not None
         prepared, probabilities = data
         meta = self.detector.metadata
-        decisions = dict(zip(prepared.positions, decide(probabilities, meta.classes, meta.threshold), strict=True))
+        decided = decide(probabilities, meta.classes, meta.threshold, meta.real_threshold)
+        decisions = dict(zip(prepared.positions, decided, strict=True))
         answers: list[dict[str, Any]] = []
         for position in range(prepared.size):
             if position in prepared.errors:
                 answers.append(self._refusal(position, prepared.errors[position]))
                 continue
             decision = decisions[position]
-            answer = {
+            if self.settings.consistency:
+                decision = check_consistency(
+                    self.detector, prepared.files[position], decision, max_pixels=self.settings.max_pixels
+                )
+            answer: dict[str, Any] = {
                 "label": decision.label,
-                "confidence": decision.confidence,
+                "p_ai": decision.p_ai,
+                "summary": decision.summary,
                 "probabilities": decision.probabilities,
                 "model_version": self.detector.version,
                 "archive_version": self.archive_version,
                 "runtime": self.runtime,
             }
-            if position in prepared.files:
+            if decision.reason is not None:
+                answer["reason"] = decision.reason
+            if self.settings.evidence:
                 answer.update(_weigh_evidence(prepared.files[position], decision))
             answers.append(answer)
             self._count(LABEL_METRIC, "Label", decision.label)
         return answers
 
+    def explain_handle(  # type: ignore[override]
+        self, data_preprocess: PreparedBatch, raw_data: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The explanations API's answers: the usual answer, plus ``heatmap`` for each request that asked.
+
+        One forward pass gives the logits and the class activation map (:meth:`Detector.logits_and_cam`);
+        a batch may mix predictions and explanations, so only the requests sent to ``/explanations``
+        get the map drawn. A model without the map (an ``.onnx`` exported before heatmaps existed)
+        answers ``heatmap: null`` and ``heatmap_error`` saying so, beside the usual answer.
+        """
+        assert self.detector is not None
+        prepared = data_preprocess
+        classes = len(self.detector.metadata.classes)
+        try:
+            if prepared.inputs is None:
+                logits, cams = np.empty((0, classes)), np.empty((0, 0, 0))
+            else:
+                logits, cams = self.detector.logits_and_cam(prepared.inputs)
+        except NotImplementedError as missing:
+            answers = self.postprocess((prepared, self.inference(prepared)))
+            for position in self._explained(len(raw_data)):
+                if "label" in answers[position]:
+                    answers[position].update(heatmap=None, heatmap_error=str(missing))
+            return answers
+        probabilities = calibrated_probabilities(logits, self.detector.metadata.temperature)
+        answers = self.postprocess((prepared, probabilities))
+        rows = dict(zip(prepared.positions, cams, strict=True))
+        for position in self._explained(len(raw_data)):
+            if position in rows:
+                answers[position]["heatmap"] = heatmap_data_uri(rows[position])
+        return answers
+
+    def _explained(self, size: int) -> list[int]:
+        """Positions of the batch whose request came through the explanations API (its ``explain`` header)."""
+        return [i for i in range(size) if self.context.get_request_header(i, "explain") == "True"]
+
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[dict[str, Any]]:
-        """preprocess -> one forward pass -> postprocess, and the batch-size and timing metrics."""
+        """preprocess -> one forward pass -> postprocess (or the explanations), and the metrics."""
         started = time.perf_counter()
         self.context = context
         prepared = self.preprocess(data)
-        answers = self.postprocess((prepared, self.inference(prepared)))
+        if self._explained(len(data)):
+            answers = self.explain_handle(prepared, data)
+        else:
+            answers = self.postprocess((prepared, self.inference(prepared)))
         self._count(BATCH_METRIC, "BatchSize", str(prepared.size))
         log.info("batch of %d: %d answered, %d refused", prepared.size, len(prepared.positions), len(prepared.errors))
         context.metrics.add_time("HandlerTime", round(1000 * (time.perf_counter() - started), 2), None, "ms")

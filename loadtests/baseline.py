@@ -47,7 +47,8 @@ def create_app(settings: BaselineSettings) -> FastAPI:
                 {
                     "filename": upload.filename,
                     "label": decision.label,
-                    "confidence": decision.confidence,
+                    "p_ai": decision.p_ai,
+                    "summary": decision.summary,
                     "probabilities": decision.probabilities,
                     "model_version": detector.version,
                 }

@@ -207,7 +207,8 @@ class TorchServeBackend:
         body = _json(response)
         if response.status_code == 200 and isinstance(body, dict) and "label" in body:
             self.version = body.get("model_version", self.version)
-            decision = Decision(body["label"], float(body["confidence"]), body["probabilities"])
+            # the handler's verdict as it gave it: label (ai / real / unsure), p_ai, and why when it says
+            decision = Decision(body["label"], float(body["p_ai"]), body["probabilities"], body.get("reason"))
             weighed = {key: body[key] for key in PROVENANCE_FIELDS if key in body}
             return Prediction(decision, None, elapsed, weighed if "verdict" in weighed else None)
         refusal = _handler_refusal(body)

@@ -8,6 +8,8 @@ check fails, and kept under the session's temporary folder.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -20,23 +22,33 @@ import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
+import matplotlib
 import numpy as np
 import pytest
+import yaml
 from corpus import hostile_corpus
 from helpers import make_image, run_module
+from PIL import Image
 from provenance_files import a1111_png
 from web_process import live_web_server, running_web_server
 
+from detector.calibration import Decision
+from detector.consistency import check_consistency
+from detector.heatmap import heatmap_data_uri
+from detector.labels import AI
 from detector.runtimes.onnx_runtime import OnnxDetector
 from detector.runtimes.torch_eager import TorchDetector
 from handlers.local_server import LocalTorchServe
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5
+VERDICTS = ("ai", "real", "unsure")
 
 JAVA_MISSING = shutil.which("java") is None and not os.environ.get("JAVA_HOME")
 
@@ -175,7 +187,10 @@ def _metrics(server: TorchServe) -> dict[str, float]:
 def _assert_same_answer(answer: dict, expected_probabilities: np.ndarray, classes: list[str], log: str = "") -> None:
     got = np.array([answer["probabilities"][name] for name in classes])
     assert np.abs(got - expected_probabilities).max() < TOLERANCE, f"{answer} vs {expected_probabilities}{log}"
-    assert answer["confidence"] == pytest.approx(answer["probabilities"][answer["label"]])
+    # the number that goes with every verdict is P(ai), never the probability of the label given
+    assert answer["p_ai"] == pytest.approx(answer["probabilities"]["ai"])
+    assert answer["summary"] == f"P(AI) {100 * answer['p_ai']:.0f} %: {answer['label']}"
+    assert "confidence" not in answer
 
 
 def test_archive_holds_model_handler_core_and_config(model_store: Path, exported_model: Path) -> None:
@@ -255,7 +270,7 @@ def test_a_bad_file_in_a_batch_gets_its_own_error(torchserve: TorchServe, images
             responses = list(pool.map(lambda data: _predict(torchserve, data), mixed))
         for data, response in zip(mixed, responses, strict=True):
             if data == good:
-                assert response.status_code == 200 and response.json()["label"] in ("ai", "real")
+                assert response.status_code == 200 and response.json()["label"] in VERDICTS
             else:
                 code, status = next((c, s) for c, (d, s) in bad.items() if d == data)
                 assert response.status_code == status, response.text
@@ -340,7 +355,7 @@ def test_hostile_corpus_through_rest_and_grpc(torchserve: TorchServe, images: li
             over_grpc = client.predict(item.data)
             for answer in (rest.json(), over_grpc):
                 if item.expect == "answer":
-                    assert answer.get("label") in ("ai", "real"), (item.name, answer)
+                    assert answer.get("label") in VERDICTS, (item.name, answer)
                 else:
                     error = answer.get("error", {})
                     assert (error.get("code"), error.get("status")) == (item.reason, item.status), (item.name, answer)
@@ -463,6 +478,215 @@ def test_a_file_over_torchserve_request_limit_gets_one_sentence(
     assert response.status_code == 413, response.text
     error = response.json()["results"][0]["error"]
     assert error["code"] == "too_large" and "max_request_size" in error["message"]
+
+
+# --- one verdict everywhere: web API, scanner, TorchServe -----------------------------------------
+
+
+def _surface_files(folder: Path, images: list[Path]) -> list[Path]:
+    """Six files of four formats: the session's JPEG and PNG, matplotlib's sample photo (Grace Hopper) and
+    drawing, a WebP and a 1600 x 1200 JPEG (decoded in draft mode)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = Path(matplotlib.get_data_path()) / "sample_data"
+    for source in (*images, samples / "grace_hopper.jpg", samples / "Minduka_Present_Blue_Pack.png"):
+        shutil.copyfile(source, folder / source.name)
+    make_image("ai", 503, (200, 150)).save(folder / "render.webp", format="WEBP", quality=85)
+    make_image("real", 504, (1600, 1200)).save(folder / "large.jpg", quality=88)
+    return sorted(folder.iterdir())
+
+
+def _expected(model: Path, files: list[Path], consistency: bool = False) -> dict[str, Decision]:
+    """Each file's decision by the core in this process (checked against its variants when asked)."""
+    detector = OnnxDetector(model)
+    decisions = {}
+    for path in files:
+        data = path.read_bytes()
+        decision = detector.classify(detector.preprocess(data)[None])[0]
+        decisions[path.name] = check_consistency(detector, data, decision) if consistency else decision
+    return decisions
+
+
+def _web_answers(model: Path, files: list[Path], **options: str) -> dict[str, dict]:
+    """The web app's JSON API (in-process, ONNX backend): ``POST /predict`` with every file at once."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.config import ServeSettings
+
+    with TestClient(create_app(ServeSettings(model=model))) as client:
+        uploads = [("files", (path.name, path.read_bytes())) for path in files]
+        response = client.post("/predict", params=options, files=uploads)
+    assert response.status_code == 200, response.text
+    return {result["filename"]: result for result in response.json()["results"]}
+
+
+def _scanned(model: Path, folder: Path, output: Path, *flags: str) -> dict[str, dict]:
+    """``python -m scan`` (detector-scan) over the folder, its JSON Lines report by file name."""
+    run_module("scan", str(folder), "--model", str(model), "--output", str(output), "--format", "jsonl", *flags)
+    rows = [json.loads(line) for line in output.with_name(output.name + ".jsonl").read_text().splitlines()]
+    return {Path(row["path"]).name: row for row in rows}
+
+
+def _served(server: TorchServe, files: list[Path], model: str = "detector") -> dict[str, dict]:
+    answers = {}
+    for path in files:
+        response = _predict(server, path.read_bytes(), f"/predictions/{model}")
+        assert response.status_code == 200, response.text + server.log_tail()
+        answers[path.name] = response.json()
+    return answers
+
+
+def _assert_surfaces_agree(expected: dict[str, Decision], **surfaces: dict[str, dict]) -> None:
+    """Same verdict, same P(ai) to 1e-5, same words and same reason for every file on every surface."""
+    for name, decision in expected.items():
+        for surface, answers in surfaces.items():
+            answer = answers[name]
+            where = f"{surface}, {name}: {answer.get('summary')} ({answer.get('reason')}) vs {decision}"
+            assert answer["label"] == decision.label, where
+            assert answer["p_ai"] == pytest.approx(decision.p_ai, abs=TOLERANCE), where
+            assert answer["summary"] == decision.summary, where
+            assert answer.get("reason") == decision.reason, where
+            assert "confidence" not in answer, where
+
+
+def test_every_surface_gives_the_same_verdict_for_the_same_file(
+    torchserve: TorchServe, images: list[Path], exported_model: Path, tmp_path: Path
+) -> None:
+    files = _surface_files(tmp_path / "files", images)
+    _assert_surfaces_agree(
+        _expected(exported_model, files),
+        web=_web_answers(exported_model, files),
+        scanner=_scanned(exported_model, tmp_path / "files", tmp_path / "scan"),
+        torchserve=_served(torchserve, files),
+    )
+
+
+def _banded_model(model: Path, files: list[Path], output: Path) -> Path:
+    """A copy of ``model`` with thresholds that split ``files`` 2 real / 2 unsure / 2 ai.
+
+    The tiny model is calibrated without an unsure band; this one has it, so the three verdicts are
+    seen on every surface. The thresholds sit halfway between neighbouring P(ai).
+    """
+    from export.onnx import attach_metadata
+
+    detector = OnnxDetector(model)
+    ai = detector.metadata.classes.index(AI)
+    p_ai = sorted(float(detector.probabilities(detector.preprocess(path.read_bytes())[None])[0, ai]) for path in files)
+    assert p_ai[2] - p_ai[1] > 1e-4 and p_ai[4] - p_ai[3] > 1e-4, f"no room for a band between {p_ai}"
+    shutil.copyfile(model, output)
+    band = replace(detector.metadata, real_threshold=(p_ai[1] + p_ai[2]) / 2, threshold=(p_ai[3] + p_ai[4]) / 2)
+    attach_metadata(output, band)
+    return output
+
+
+def test_unsure_band_and_consistency_check_agree_everywhere(
+    torchserve: TorchServe, images: list[Path], model_store: Path, exported_model: Path, tmp_path: Path
+) -> None:
+    """A model with an unsure band, its verdicts checked against re-saved variants on every surface.
+
+    TorchServe serves it as a second model, ``banded``, whose archive turns the consistency check on in
+    the model config's ``handler:`` section; the web app is asked with ``consistency=true``, the
+    scanner with ``--consistency``.
+    """
+    files = _surface_files(tmp_path / "files", images)
+    banded = _banded_model(exported_model, files, tmp_path / "banded.onnx")
+    plain = _expected(banded, files)
+    assert sorted(d.label for d in plain.values()) == ["ai", "ai", "real", "real", "unsure", "unsure"]
+    _assert_surfaces_agree(
+        plain, web=_web_answers(banded, files), scanner=_scanned(banded, files[0].parent, tmp_path / "a")
+    )
+
+    config = yaml.safe_load((ROOT / "torchserve" / "model-config.yaml").read_text())
+    config.update(minWorkers=1, maxWorkers=1)
+    config["handler"]["consistency"] = True
+    (tmp_path / "model-config.yaml").write_text(yaml.safe_dump(config))
+    archive = ["--model", str(banded), "--model-name", "banded", "--config-file", str(tmp_path / "model-config.yaml")]
+    run_module("handlers.archive", *archive, "--output", str(model_store / "banded.mar"))
+    manage = ["handlers.manage", *torchserve.cli_args()]
+    run_module(*manage, "register", "banded.mar", timeout=180)
+    try:
+        served = _served(torchserve, files, "banded")
+    finally:
+        run_module(*manage, "unregister", "banded", "1.0", timeout=120)
+    checked = _expected(banded, files, consistency=True)
+    _assert_surfaces_agree(
+        checked,
+        web=_web_answers(banded, files, consistency="true"),
+        scanner=_scanned(banded, files[0].parent, tmp_path / "b", "--consistency"),
+        torchserve=served,
+    )
+
+
+def test_explanations_api_adds_the_heatmap(torchserve: TorchServe, images: list[Path], exported_model: Path) -> None:
+    """``POST /explanations/detector``: the prediction's answer plus the class activation map as a PNG."""
+    detector = OnnxDetector(exported_model)
+    for path in images:
+        data = path.read_bytes()
+        response = httpx.post(
+            f"{torchserve.inference}/explanations/detector", content=data, headers=torchserve.headers(), timeout=60
+        )
+        assert response.status_code == 200, response.text + torchserve.log_tail()
+        explained, predicted = response.json(), _predict(torchserve, data).json()
+        assert "heatmap" not in predicted
+        assert explained["label"] == predicted["label"]
+        assert explained["p_ai"] == pytest.approx(predicted["p_ai"], abs=TOLERANCE)
+        assert explained["summary"] == predicted["summary"]
+        header, _, payload = explained["heatmap"].partition(",")
+        assert header == "data:image/png;base64"
+        drawn = Image.open(io.BytesIO(base64.b64decode(payload)))
+        assert (drawn.mode, drawn.size) == ("RGBA", (224, 224))
+        _, cam = detector.explain(detector.preprocess(data)[None])
+        expected = _heatmap_pixels(heatmap_data_uri(cam[0]))
+        assert np.abs(np.asarray(drawn, dtype=int) - expected).max() <= 2  # the same map, to rounding
+    refused = httpx.post(
+        f"{torchserve.inference}/explanations/detector", content=b"not an image", headers=torchserve.headers()
+    )
+    assert refused.status_code == 415 and refused.json()["error"]["code"] == "not_an_image"
+
+
+def _heatmap_pixels(uri: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.partition(",")[2]))), dtype=int)
+
+
+class _Context(SimpleNamespace):
+    """The part of TorchServe's Context the handler uses, for a batch whose ``explained`` positions asked."""
+
+    def __init__(self, model: Path, explained: set[int], **handler: Any) -> None:
+        super().__init__(
+            manifest={"model": {"serializedFile": model.name, "modelVersion": "1.0"}},
+            system_properties={"model_dir": str(model.parent)},
+            model_yaml_config={"handler": handler},
+            model_name="detector",
+            metrics=SimpleNamespace(add_counter=lambda *args: None, add_time=lambda *args: None),
+            statuses={},
+            explained=explained,
+        )
+
+    def get_request_header(self, index: int, key: str) -> str | None:
+        return "True" if key == "explain" and index in self.explained else None
+
+    def set_response_status(self, code: int, phrase: str, index: int) -> None:
+        self.statuses[index] = code
+
+
+def test_handler_draws_heatmaps_only_for_the_explanations_of_a_mixed_batch(
+    images: list[Path], exported_model: Path
+) -> None:
+    """One handler batch: an explanation, a refused file and a prediction (TorchServe may batch them together)."""
+    from handlers.torchserve_handler import DetectorHandler
+
+    data = images[0].read_bytes()
+    context = _Context(exported_model, explained={0})
+    handler = DetectorHandler()
+    handler.initialize(context)
+    explained, refused, predicted = handler.handle([{"body": data}, {"body": b"nope"}, {"body": data}], context)
+    detector = OnnxDetector(exported_model)
+    expected = detector.classify(detector.preprocess(data)[None])[0]
+    for answer in (explained, predicted):
+        assert (answer["label"], answer["summary"]) == (expected.label, expected.summary)
+        assert answer["p_ai"] == pytest.approx(expected.p_ai, abs=TOLERANCE)
+    assert explained["heatmap"].startswith("data:image/png;base64,") and "heatmap" not in predicted
+    assert refused["error"]["code"] == "not_an_image" and context.statuses == {1: 415}
 
 
 def test_register_a_second_version_and_make_it_the_default(
