@@ -6,12 +6,12 @@ The rule, in full:
    verdict (``source == "evidence"``).  Strong means: a C2PA manifest that validates and declares
    AI generation (or, from a trusted signer only, a camera capture), Stable Diffusion's decoded
    watermark, or generator settings (AUTOMATIC1111, ComfyUI, InvokeAI, NovelAI) in the file.
-2. Otherwise the model's thresholded decision is the verdict (``source == "model"``).  Weak
-   evidence (camera EXIF, unsigned XMP, software names) is shown beside it but never overrides it:
-   metadata is easy to forge and easy to strip.  Strong evidence pointing both ways cancels out
-   and leaves the model to decide.
+2. Otherwise the model's thresholded decision (``ai``, ``real`` or ``unsure``) is the verdict
+   (``source == "model"``).  Weak evidence (camera EXIF, unsigned XMP, software names) is shown beside
+   it but never overrides it: metadata is easy to forge and easy to strip.  Strong evidence pointing
+   both ways cancels out and leaves the model to decide.
 
-The model's own label, confidence and probabilities are kept unchanged beside the verdict.
+The model's own label, P(ai) and probabilities are kept unchanged beside the verdict.
 """
 
 from __future__ import annotations

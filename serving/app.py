@@ -5,7 +5,8 @@ error); when every file is refused, the status of the first refusal: 413 too lar
 image, 422 empty or corrupt; 400 for too many files; 408 when the body does not arrive in time;
 422 for a request that is not a multipart form with ``files``; 503 (with Retry-After) when the
 upload memory budget is full or the backend cannot be reached; 502 when the backend refuses the
-server itself (token, model name); 504 when the prediction outlasts the timeout. Every refusal has
+server itself (token, model name); 504 when the prediction outlasts the timeout; 400 for an option
+(``explain``, ``consistency``) the backend cannot honour, 422 for one that is not a boolean. Every refusal has
 one shape (:mod:`serving.errors`): short sentences, never stack traces.  Uploads are spooled by
 Starlette to anonymous temporary files while they arrive, then read into memory within the upload
 memory budget; they are never written to disk under their own names.
@@ -22,12 +23,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector import __version__
@@ -50,15 +51,31 @@ class FileError(BaseModel):
     status: int
 
 
+Verdict = Literal["ai", "real", "unsure"]
+
+
 class FileResult(BaseModel):
     filename: str
-    label: str | None = None
-    confidence: float | None = None
+    label: Verdict | None = Field(
+        None,
+        description="the model's verdict: ai from its threshold up, real at or below its real threshold, "
+        "unsure between them (or when the consistency check saw the verdict flip)",
+    )
+    p_ai: float | None = Field(
+        None, description="calibrated probability that the image is AI-generated: the number behind every verdict"
+    )
+    summary: str | None = Field(None, description="the verdict and P(ai) in words, e.g. 'P(AI) 38 %: unsure'")
+    reason: str | None = Field(None, description="why the verdict is what it is, when not the thresholds alone")
     probabilities: dict[str, float] | None = None
+    heatmap: str | None = Field(
+        None,
+        description="with explain=true: a transparent PNG data: URI of the image's aspect ratio to stretch over it, "
+        "red where the model saw evidence of AI generation, blue where it saw evidence of a real photo",
+    )
     model_version: str | None = None
     time_ms: float | None = None
     #: the answer once the file's own provenance evidence is weighed: ``label`` unless strong evidence decided
-    verdict: str | None = None
+    verdict: Verdict | None = None
     verdict_source: Literal["model", "evidence"] | None = None
     verdict_reason: str | None = None
     evidence: list[EvidenceItem] | None = None
@@ -85,6 +102,12 @@ HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allow
 #: what a request the API cannot use is told, whatever FastAPI's validation found wrong with it
 FORM_HINT = "send a multipart/form-data body with one or more image files in the field 'files'"
 
+
+#: what a request asking for an option the backend cannot honour is told, by option
+UNSUPPORTED = {
+    "explain": "explain=true (heatmaps) is not available here: {why}",
+    "consistency": "consistency=true (the consistency check) is not available here: {why}",
+}
 
 #: a request holding this much upload leaves freed memory worth handing back to the system (serving/memory.py)
 RELEASE_AFTER_BYTES = 32 * 1024 * 1024
@@ -159,6 +182,14 @@ LoadedBackendDep = Annotated[Backend | None, Depends(get_loaded_backend)]
 BudgetDep = Annotated[UploadBudget, Depends(get_upload_budget)]
 ProvenanceDep = Annotated[ProvenanceSettings, Depends(get_provenance)]
 Uploads = Annotated[list[UploadFile], File()]
+ExplainQuery = Annotated[bool, Query(description="add a heatmap to each answered file (one forward pass gives both)")]
+ConsistencyQuery = Annotated[
+    bool,
+    Query(
+        description="score each file again re-saved as JPEG q75, halved and centre-cropped; a verdict that "
+        "flips becomes unsure, with the reason (about three times the model's work per file)"
+    ),
+]
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -175,13 +206,22 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="Real-vs-AI image detector",
         version=__version__,
-        description="Tells a photograph from an AI-generated image, with a calibrated confidence.",
+        description=(
+            "Tells a photograph from an AI-generated image. Each file gets a verdict, `ai`, `real` or `unsure` "
+            "(the model cannot tell: treat it as unknown), and the calibrated probability that it is AI-generated, "
+            "`p_ai`, which the verdict is read from: `ai` from the model's threshold up, `real` at or below its "
+            "real threshold, `unsure` between. `summary` says both in words (`P(AI) 38 %: unsure`). "
+            "`explain=true` adds a heatmap per file; `consistency=true` turns a verdict that flips when the image "
+            "is re-saved or resized into `unsure`, with a `reason`. `verdict` is the answer once the file's own "
+            "provenance evidence is weighed (strong evidence decides, otherwise `verdict` is `label`)."
+        ),
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.provenance = ProvenanceSettings()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["percent"] = percent
 
     app.state.upload_budget = UploadBudget(settings.max_upload_memory, settings.retry_after)
     app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes, timeout=settings.body_timeout)
@@ -194,6 +234,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def invalid(request: Request, error: RequestValidationError) -> Response:
         """FastAPI's ``{"detail": [...]}`` in the API's one error shape: one sentence saying what to send."""
         found = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors()[:3])
+        if error.errors() and all(e.get("loc", ("",))[0] == "query" for e in error.errors()):  # only the options
+            return error_response(422, "invalid_request", f"explain and consistency take true or false ({found})")
         message = f"{FORM_HINT} ({found})" if found else FORM_HINT
         if request.url.path == "/" and request.method == "POST":  # the page's own form post
             context = _page_context(
@@ -207,6 +249,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         """404, 405, and Starlette's 400 for a body it cannot parse as a form, in the same shape."""
         code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
         return error_response(error.status_code, code, str(error.detail), error.headers)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(HERE / "static" / "favicon.ico", media_type="image/x-icon")
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, str]:
@@ -227,11 +273,22 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.post("/predict", response_model=PredictResponse, tags=["prediction"])
     async def predict(
-        files: Uploads, settings: SettingsDep, backend: BackendDep, budget: BudgetDep, provenance: ProvenanceDep
+        files: Uploads,
+        settings: SettingsDep,
+        backend: BackendDep,
+        budget: BudgetDep,
+        provenance: ProvenanceDep,
+        explain: ExplainQuery = False,
+        consistency: ConsistencyQuery = False,
     ) -> JSONResponse:
-        """Classify one or several images (multipart field ``files``)."""
+        """Classify one or several images (multipart field ``files``): a verdict and P(ai) for each.
+
+        ``?explain=true`` adds ``heatmap`` to each answered file, ``?consistency=true`` checks each verdict
+        against re-saved variants of the file. A backend that cannot do either refuses it with 400.
+        """
+        options = _options(backend, settings, explain=explain, consistency=consistency)
         with budget.hold(_upload_size(files, settings)):
-            results = [result for result, _ in await _classify(files, settings, backend, provenance)]
+            results = [result for result, _ in await _classify(files, settings, backend, provenance, options)]
         return JSONResponse(
             PredictResponse(model_version=backend.version, results=results).model_dump(exclude_none=True),
             status_code=_overall_status(results),
@@ -249,34 +306,56 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         backend: BackendDep,
         budget: BudgetDep,
         provenance: ProvenanceDep,
+        explain: Annotated[bool, Form()] = False,
+        consistency: Annotated[bool, Form()] = False,
     ) -> HTMLResponse:
         """The no-JavaScript path: a plain form post, answered with the page and its results."""
+        chosen = {"explain": explain, "consistency": consistency}
         try:
+            options = _options(backend, settings, **chosen)
             with budget.hold(_upload_size(files, settings)):
-                classified = await _classify(files, settings, backend, provenance)
+                classified = await _classify(files, settings, backend, provenance, options)
                 shown = [
                     (result, await anyio.to_thread.run_sync(_preview, data) if result.error is None else None)
                     for result, data in classified
                 ]
         except RequestRefused as error:
-            context = _page_context(settings, backend, [], error.message)
+            context = _page_context(settings, backend, [], error.message, chosen)
             return templates.TemplateResponse(
                 request, "index.html", context, status_code=error.status, headers=error.headers
             )
         status = _overall_status([result for result, _ in classified])
         return templates.TemplateResponse(
-            request, "index.html", _page_context(settings, backend, shown), status_code=status
+            request, "index.html", _page_context(settings, backend, shown, None, chosen), status_code=status
         )
 
     return app
 
 
+def _options(backend: Backend, settings: ServeSettings, **chosen: bool) -> dict[str, bool]:
+    """The options asked for, as :meth:`Backend.predict` takes them; 400 for one the backend cannot honour."""
+    options = {name: True for name, on in chosen.items() if on}
+    for name in options:
+        if name not in backend.features:
+            why = (
+                f"the {settings.backend} backend does not support it yet"
+                if settings.backend != "onnx"
+                else "the served model has no heatmap output; re-export it with `make export`"
+            )
+            raise RequestRefused(400, "unsupported_option", UNSUPPORTED[name].format(why=why))
+    return options
+
+
 async def _classify(
-    files: list[UploadFile], settings: ServeSettings, backend: Backend, provenance: ProvenanceSettings
+    files: list[UploadFile],
+    settings: ServeSettings,
+    backend: Backend,
+    provenance: ProvenanceSettings,
+    options: dict[str, bool] | None = None,
 ) -> list[tuple[FileResult, bytes]]:
     """Each file's result, beside its bytes (the page makes previews of them)."""
     uploads = await _read_uploads(files, settings)
-    predictions = await _run([data for _, data in uploads], settings, backend)
+    predictions = await _run([data for _, data in uploads], settings, backend, options or {})
     version = backend.version
     classified = [
         (_result(name, prediction, version), data)
@@ -325,12 +404,14 @@ async def _read_uploads(files: list[UploadFile], settings: ServeSettings) -> lis
     return uploads
 
 
-async def _run(files: list[bytes], settings: ServeSettings, backend: Backend) -> list[Prediction]:
+async def _run(
+    files: list[bytes], settings: ServeSettings, backend: Backend, options: dict[str, bool]
+) -> list[Prediction]:
     oversized = {i for i, data in enumerate(files) if len(data) > settings.max_file_bytes}
     accepted = [data for i, data in enumerate(files) if i not in oversized]
     try:
         with anyio.fail_after(settings.request_timeout):
-            answered = iter(await backend.predict(accepted) if accepted else [])
+            answered = iter(await backend.predict(accepted, **options) if accepted else [])
     except TimeoutError:
         raise RequestRefused(504, "timeout", f"no answer within {settings.request_timeout:g} s") from None
     except BackendUnavailable as error:
@@ -353,8 +434,11 @@ def _result(filename: str, prediction: Prediction, version: str) -> FileResult:
     return FileResult(
         filename=filename,
         label=decision.label,
-        confidence=round(decision.confidence, 6),
+        p_ai=round(decision.p_ai, 6),
+        summary=decision.summary,
+        reason=decision.reason,
         probabilities={k: round(v, 6) for k, v in decision.probabilities.items()},
+        heatmap=prediction.heatmap,
         model_version=version,
         time_ms=prediction.time_ms,
     )
@@ -375,14 +459,31 @@ def _preview(data: bytes, size: int = 320) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def percent(probability: float) -> str:
+    """A threshold as a percentage with the decimals it needs: 88, and 99.99996 or 0.5 rather than 100 or 0."""
+    value = 100 * probability
+    for digits in range(7):
+        text = f"{value:.{digits}f}"
+        if value in (0.0, 100.0) or float(text) not in (0.0, 100.0):
+            break
+    return text
+
+
 def _page_context(
-    settings: ServeSettings, backend: Backend | None, results: list | None, problem: str | None = None
+    settings: ServeSettings,
+    backend: Backend | None,
+    results: list | None,
+    problem: str | None = None,
+    chosen: dict[str, bool] | None = None,
 ) -> dict:
     return {
         "results": results,
         "problem": problem,
         "model_version": backend.version if backend else "loading",
         "threshold": backend.threshold if backend else None,
+        "real_threshold": backend.real_threshold if backend else None,
+        "features": backend.features if backend else frozenset(),
+        "chosen": chosen or {},
         "max_files": settings.max_files,
         "max_megabytes": settings.max_file_bytes // (1024 * 1024),
     }

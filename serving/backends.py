@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import anyio
@@ -19,7 +20,9 @@ import numpy as np
 import onnxruntime as ort
 
 from detector.calibration import Decision
-from detector.preprocessing import STATUS_FOR_REASON, ImageDecodeError
+from detector.consistency import check_consistency
+from detector.heatmap import heatmap_data_uri
+from detector.preprocessing import STATUS_FOR_REASON, ImageDecodeError, image_to_array, load_image
 from detector.runtimes.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector
 from serving.config import ServeSettings
 from serving.memory import release_free_memory
@@ -43,6 +46,8 @@ class Prediction:
     #: the provenance fields (verdict, verdict_source, verdict_reason, evidence) when the backend already
     #: weighed them (TorchServe with ``handler.evidence`` on), so the web app does not read the file again
     provenance: dict[str, Any] | None = None
+    #: the class activation map as a transparent PNG ``data:`` URI of the image's aspect ratio (``explain``)
+    heatmap: str | None = None
 
 
 #: the answer fields of provenance.Verdict.to_dict(), as TorchServe's handler adds them
@@ -53,8 +58,14 @@ class Backend(Protocol):
     version: str
     #: P(ai) from which an image is called ai, when the backend knows it
     threshold: float | None
+    #: P(ai) up to which an image is called real (unsure between the two), when the backend knows it
+    real_threshold: float | None
+    #: the options of :meth:`predict` this backend can honour (:data:`FEATURES`); a request asking for
+    #: another is refused before anything is read
+    features: frozenset[str]
 
-    async def predict(self, files: list[bytes]) -> list[Prediction]: ...
+    async def predict(self, files: list[bytes], **options: bool) -> list[Prediction]:
+        """Each file's answer; ``options`` are names from :attr:`features` set to True (explain, consistency)."""
 
     async def check(self) -> None:
         """Return when the backend can answer now; raise :class:`BackendUnavailable` saying why not."""
@@ -73,6 +84,13 @@ class Backend(Protocol):
 #: only once a burst is over (:meth:`OnnxBackend.release_memory`).
 MAX_FORWARD_BATCH = 8
 
+#: ``explain``: a heatmap per answered file; ``consistency``: the verdict checked against re-saved variants
+FEATURES = frozenset({"explain", "consistency"})
+#: the longer side of a heatmap overlay in pixels: the map is 7 x 7, so more only costs time (the PNG's
+#: encoding grows with its area: ~0.3 ms at 32 px, ~1.5 ms at 64, ~90 ms at 224) and bytes; a browser
+#: stretches it smoothly over a preview of any size (python -m loadtests.heatmap_cost measures it)
+HEATMAP_SIDE = 32
+
 
 class OnnxBackend:
     """The exported model in this process: decode and resize each file, then one forward pass for all."""
@@ -86,26 +104,38 @@ class OnnxBackend:
         self.detector = OnnxDetector(settings.model, threads=settings.threads)
         self.version = self.detector.version
         self.threshold = self.detector.metadata.threshold
+        self.real_threshold = self.detector.metadata.real_threshold
+        # heatmaps need the map as a second output of the .onnx (exported since heatmaps exist)
+        self.features = FEATURES if self.detector.has_cam else FEATURES - {"explain"}
         self.max_pixels = settings.max_pixels
         self.limiter = anyio.CapacityLimiter(settings.inference_concurrency)
         self.shrink_arena = ort.RunOptions()
         self.shrink_arena.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
-    async def predict(self, files: list[bytes]) -> list[Prediction]:
-        return await anyio.to_thread.run_sync(self._predict, files, limiter=self.limiter)
+    async def predict(
+        self, files: list[bytes], *, explain: bool = False, consistency: bool = False
+    ) -> list[Prediction]:
+        run = partial(self._predict, files, explain=explain, consistency=consistency)
+        return await anyio.to_thread.run_sync(run, limiter=self.limiter)
 
-    def _predict(self, files: list[bytes]) -> list[Prediction]:
+    def _predict(self, files: list[bytes], *, explain: bool = False, consistency: bool = False) -> list[Prediction]:
+        config = self.detector.preprocess_config
         arrays: dict[int, np.ndarray] = {}
+        sizes: dict[int, tuple[int, int]] = {}
         spent: list[float] = []
         errors: dict[int, ImageDecodeError] = {}
         for index, data in enumerate(files):
             started = time.perf_counter()
             try:
-                arrays[index] = self.detector.preprocess(data, max_pixels=self.max_pixels)
+                # Detector.preprocess in two steps, to keep the decoded size the heatmap is drawn to
+                image = load_image(data, draft_size=config.input_size, max_pixels=self.max_pixels)
+                sizes[index] = image.size
+                arrays[index] = image_to_array(image, config)
             except ImageDecodeError as error:
                 errors[index] = error
             spent.append(time.perf_counter() - started)
         decisions: dict[int, Decision] = {}
+        cams: dict[int, np.ndarray] = {}
         inference = 0.0
         if arrays:
             started = time.perf_counter()
@@ -113,14 +143,30 @@ class OnnxBackend:
             for first in range(0, len(positions), MAX_FORWARD_BATCH):
                 chunk = positions[first : first + MAX_FORWARD_BATCH]
                 batch = np.stack([arrays[i] for i in chunk])
-                decisions.update(zip(chunk, self.detector.classify(batch), strict=True))
+                if explain:  # one forward pass gives both
+                    answers, maps = self.detector.explain(batch)
+                    cams.update(zip(chunk, maps, strict=True))
+                else:
+                    answers = self.detector.classify(batch)
+                decisions.update(zip(chunk, answers, strict=True))
             inference = time.perf_counter() - started
+        heatmaps: dict[int, str] = {}
+        for index in decisions:
+            started = time.perf_counter()
+            if consistency:
+                decisions[index] = check_consistency(
+                    self.detector, files[index], decisions[index], max_pixels=self.max_pixels
+                )
+            if index in cams:
+                heatmaps[index] = heatmap_data_uri(cams[index], overlay_size(sizes[index]))
+            spent[index] += time.perf_counter() - started
         return [
             Prediction(
                 decision=decisions.get(i),
                 error=errors.get(i),
-                # a file's own decoding, plus the forward pass it shared with the others
+                # a file's own decoding (and checks), plus the forward pass it shared with the others
                 time_ms=round(1000 * (spent[i] + (inference if i in decisions else 0.0)), 2),
+                heatmap=heatmaps.get(i),
             )
             for i in range(len(files))
         ]
@@ -145,6 +191,11 @@ class OnnxBackend:
 
 class TorchServeBackend:
     """Forward each file to TorchServe's ``/predictions/<model>``; TorchServe batches across requests."""
+
+    #: the handler's thresholds are not known here
+    real_threshold: float | None = None
+    #: explain and consistency need the handler's support (not yet): such requests are refused with 400
+    features: frozenset[str] = frozenset()
 
     def __init__(self, settings: ServeSettings) -> None:
         headers = {}
@@ -253,6 +304,13 @@ def _handler_refusal(body: Any) -> ImageDecodeError | None:
     if isinstance(error, dict) and error.get("code") in STATUS_FOR_REASON:
         return ImageDecodeError(str(error["code"]), str(error.get("message", "")))
     return None
+
+
+def overlay_size(size: tuple[int, int], side: int = HEATMAP_SIDE) -> tuple[int, int]:
+    """``size`` (width, height) scaled so that its longer side is ``side``: a heatmap of the image's shape."""
+    width, height = size
+    scale = side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def create_backend(settings: ServeSettings) -> Backend:

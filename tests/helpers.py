@@ -7,8 +7,10 @@ make themselves (no network, no ../shared), and commands run as a user would run
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +62,15 @@ def run_module(module: str, *args: str, timeout: float = 600, returncode: int = 
 
 #: small inputs and batches keep a CPU run of the whole pipeline to seconds
 FAST_TRAINING = ["--input-size", "96", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
+
+
+def with_thresholds(model: Path, output: Path, threshold: float, real_threshold: float | None) -> Path:
+    """A copy of an exported ``model`` whose metadata calls images ``ai`` from ``threshold`` and ``real`` up to
+    ``real_threshold`` (``unsure`` between): the verdicts of a model calibrated with that band, same weights."""
+    from detector.runtimes.onnx_runtime import OnnxDetector
+    from export.onnx import attach_metadata
+
+    shutil.copyfile(model, output)
+    meta = OnnxDetector(model).metadata
+    attach_metadata(output, replace(meta, threshold=threshold, real_threshold=real_threshold))
+    return output

@@ -50,7 +50,7 @@ def test_web_app_predict_and_page(web_server: str) -> None:
             assert response.status_code == item.status, (item.name, response.text[:300])
             result = response.json()["results"][0]
             if item.expect == "answer":
-                assert result["label"] in ("ai", "real") and 0 <= result["confidence"] <= 1, item.name
+                assert result["label"] in ("ai", "real", "unsure") and 0 <= result["p_ai"] <= 1, item.name
             else:
                 assert result["error"]["code"] == item.reason, item.name
             page = client.post("/", files=files)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import subprocess
@@ -14,9 +15,10 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import make_image
+from helpers import make_image, with_thresholds
 from PIL import Image
 
+from detector.consistency import check_consistency
 from detector.runtimes.onnx_runtime import OnnxDetector
 from handlers.local_server import free_port
 from serving.app import create_app
@@ -42,6 +44,14 @@ def _expected(model: Path, data: bytes) -> dict[str, float]:
     return {"label": decision.label, **decision.probabilities}
 
 
+def _png(data_uri: str) -> Image.Image:
+    header, encoded = data_uri.split(",", 1)
+    assert header == "data:image/png;base64"
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    image.load()
+    return image
+
+
 def test_probes_and_docs(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
@@ -62,7 +72,10 @@ def test_predict_jpeg_and_png_in_one_request(client: TestClient, exported_model:
         expected = _expected(exported_model, data)
         assert result["label"] == expected["label"]
         assert result["probabilities"]["ai"] == pytest.approx(expected["ai"], abs=1e-6)
-        assert result["confidence"] == result["probabilities"][result["label"]]
+        # the number given with the verdict is P(ai), whatever the verdict: never a contradicting confidence
+        assert "confidence" not in result and result["p_ai"] == result["probabilities"]["ai"]
+        assert result["summary"] == f"P(AI) {100 * result['p_ai']:.0f} %: {result['label']}"
+        assert result["verdict"] == result["label"] and "heatmap" not in result  # heatmaps only when asked
         assert result["time_ms"] > 0 and "error" not in result
     assert [r["filename"] for r in body["results"]] == ["a.jpg", "b.png"]
 
@@ -162,3 +175,96 @@ def test_dependencies_can_be_swapped(client: TestClient, exported_model: Path) -
     finally:
         app.dependency_overrides.clear()
     assert client.post("/predict", files=two).status_code == 200
+
+
+def test_explain_adds_a_heatmap_png_of_the_image_shape(client: TestClient, exported_model: Path) -> None:
+    wide, bad = _encoded("JPEG", 3, (400, 200)), b"not an image"
+    files = [("files", ("wide.jpg", wide, "image/jpeg")), ("files", ("bad.jpg", bad, "image/jpeg"))]
+    plain = client.post("/predict", files=files).json()["results"][0]
+    response = client.post("/predict", params={"explain": "true"}, files=files)
+    assert response.status_code == 200
+    explained, refused = response.json()["results"]
+    # the same forward pass gives the decision and the map: the answer is the one without explain
+    assert (explained["label"], explained["p_ai"]) == (plain["label"], plain["p_ai"])
+    heatmap = _png(explained["heatmap"])
+    assert heatmap.mode == "RGBA" and heatmap.size == (32, 16)  # the image's 2:1 shape, to stretch over it
+    # the overlay is the model's class activation map: red where it points to ai, blue to real
+    detector = OnnxDetector(exported_model)
+    cam = detector.explain(detector.preprocess(wide)[None])[1][0]
+    pixels = np.asarray(heatmap)
+    strongest = np.unravel_index(np.abs(cam).argmax(), cam.shape)
+    y, x = (int((i + 0.5) * n / m) for i, n, m in zip(strongest, (16, 32), cam.shape, strict=True))
+    assert pixels[y, x, 3] > 0 and (pixels[y, x, 0] > pixels[y, x, 2]) == (cam[strongest] > 0)
+    assert "heatmap" not in refused and refused["error"]["code"] == "not_an_image"
+
+
+def test_options_take_booleans_in_the_api_error_shape(client: TestClient) -> None:
+    files = [("files", ("a.png", _encoded("PNG"), "image/png"))]
+    for query in ({"explain": "maybe"}, {"consistency": "2"}):
+        response = client.post("/predict", params=query, files=files)
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["code"] == "invalid_request" and error["status"] == 422 and next(iter(query)) in error["message"]
+    assert client.post("/predict", params={"explain": "false", "consistency": "0"}, files=files).status_code == 200
+    parameters = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["parameters"]
+    assert {(p["name"], p["in"], p["schema"]["type"]) for p in parameters} == {
+        ("explain", "query", "boolean"),
+        ("consistency", "query", "boolean"),
+    }
+
+
+def test_consistency_check_is_the_cores(client: TestClient, exported_model: Path) -> None:
+    data = _encoded("JPEG", 7)
+    response = client.post("/predict", params={"consistency": "true"}, files=[("files", ("a.jpg", data, "image/jpeg"))])
+    assert response.status_code == 200
+    result = response.json()["results"][0]
+    detector = OnnxDetector(exported_model)
+    expected = check_consistency(detector, data, detector.classify(detector.preprocess(data)[None])[0])
+    assert result["label"] == expected.label and result.get("reason") == expected.reason
+
+
+def test_unsure_between_the_two_thresholds(exported_model: Path, tmp_path: Path) -> None:
+    """A model whose metadata puts this image's P(ai) between real_threshold and threshold calls it unsure."""
+    data = _encoded("JPEG", 1)
+    p_ai = _expected(exported_model, data)["ai"]
+    banded = with_thresholds(exported_model, tmp_path / "banded.onnx", min(1.0, 2 * p_ai), p_ai / 2)
+    below = with_thresholds(exported_model, tmp_path / "below.onnx", min(1.0, 2 * p_ai), min(1.0, 1.5 * p_ai))
+    verdicts = {}
+    for model in (banded, below):
+        with TestClient(create_app(ServeSettings(model=model))) as test_client:
+            response = test_client.post("/predict", files=[("files", ("a.jpg", data, "image/jpeg"))])
+            verdicts[model.stem] = response.json()["results"][0]
+    unsure = verdicts["banded"]
+    assert unsure["label"] == "unsure" and unsure["p_ai"] == pytest.approx(p_ai, abs=1e-6)
+    assert unsure["summary"] == f"P(AI) {100 * p_ai:.0f} %: unsure"
+    # no evidence in the file: the verdict is the model's, unsure included
+    assert (unsure["verdict"], unsure["verdict_source"]) == ("unsure", "model")
+    assert verdicts["below"]["label"] == "real"  # at or below real_threshold
+
+
+def test_favicon(client: TestClient) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert Image.open(io.BytesIO(icon.content)).format == "ICO"
+    page = client.get("/").text
+    assert 'rel="icon"' in page and client.get("/static/favicon.svg").status_code == 200
+
+
+def test_a_model_without_the_map_refuses_explain_and_the_page_hides_it(exported_model: Path, tmp_path: Path) -> None:
+    """A model exported before heatmaps existed (no ``cam`` output) still answers, and says why it cannot explain."""
+    import onnx
+
+    proto = onnx.load(str(exported_model))
+    kept = [output for output in proto.graph.output if output.name != "cam"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    older = tmp_path / "older.onnx"
+    onnx.save(proto, str(older))
+    with TestClient(create_app(ServeSettings(model=older))) as test_client:
+        files = [("files", ("a.png", _encoded("PNG"), "image/png"))]
+        refused = test_client.post("/predict", params={"explain": "true"}, files=files)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsupported_option"
+        assert "make export" in refused.json()["error"]["message"]
+        assert test_client.post("/predict", params={"consistency": "true"}, files=files).status_code == 200
+        page = test_client.get("/").text
+        assert 'name="consistency"' in page and 'name="explain"' not in page
