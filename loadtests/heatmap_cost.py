@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.heatmap import heatmap_data_uri
+from detector.heatmap import HEATMAP_SIDE, heatmap_data_uri, overlay_size
 from loadtests.images import ensure_images
-from serving.backends import HEATMAP_SIDE, OnnxBackend, overlay_size
+from serving.backends import OnnxBackend
 from serving.config import ServeSettings
 
 #: the target: a heatmap may add at most this share to the time per image

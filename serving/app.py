@@ -338,7 +338,7 @@ def _options(backend: Backend, settings: ServeSettings, **chosen: bool) -> dict[
     for name in options:
         if name not in backend.features:
             why = (
-                f"the {settings.backend} backend does not support it yet"
+                f"the {settings.backend} backend takes it from its model config (handler.{name}), not per request"
                 if settings.backend != "onnx"
                 else "the served model has no heatmap output; re-export it with `make export`"
             )

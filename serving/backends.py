@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from detector.calibration import Decision
 from detector.consistency import check_consistency
-from detector.heatmap import heatmap_data_uri
+from detector.heatmap import heatmap_data_uri, overlay_size
 from detector.preprocessing import STATUS_FOR_REASON, ImageDecodeError, image_to_array, load_image
 from detector.runtimes.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector
 from serving.config import ServeSettings
@@ -86,10 +86,6 @@ MAX_FORWARD_BATCH = 8
 
 #: ``explain``: a heatmap per answered file; ``consistency``: the verdict checked against re-saved variants
 FEATURES = frozenset({"explain", "consistency"})
-#: the longer side of a heatmap overlay in pixels: the map is 7 x 7, so more only costs time (the PNG's
-#: encoding grows with its area: ~0.3 ms at 32 px, ~1.5 ms at 64, ~90 ms at 224) and bytes; a browser
-#: stretches it smoothly over a preview of any size (python -m loadtests.heatmap_cost measures it)
-HEATMAP_SIDE = 32
 
 
 class OnnxBackend:
@@ -194,8 +190,9 @@ class TorchServeBackend:
 
     #: the handler's thresholds are not known here
     real_threshold: float | None = None
-    #: explain and consistency need the handler's support (not yet): such requests are refused with 400
-    features: frozenset[str] = frozenset()
+    #: heatmaps come from the handler through TorchServe's explanations API; the consistency check is
+    #: switched on for the whole model in its model config (``handler.consistency``), not per request
+    features: frozenset[str] = frozenset({"explain"})
 
     def __init__(self, settings: ServeSettings) -> None:
         headers = {}
@@ -207,17 +204,19 @@ class TorchServeBackend:
         self.url = settings.torchserve_url
         self.model = settings.torchserve_model
         self.path = f"/predictions/{settings.torchserve_model}"
+        self.explain_path = f"/explanations/{settings.torchserve_model}"
         self.version = f"torchserve:{settings.torchserve_model}"
         self.threshold = None
 
-    async def predict(self, files: list[bytes]) -> list[Prediction]:
+    async def predict(self, files: list[bytes], explain: bool = False) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(files)
         failures: list[BackendUnavailable] = []
+        path = self.explain_path if explain else self.path
 
         async def one(index: int, data: bytes) -> None:
             started = time.perf_counter()
             try:
-                response = await self._post(data)
+                response = await self._post(data, path=path)
                 results[index] = self._prediction(response, round(1000 * (time.perf_counter() - started), 2))
             except BackendUnavailable as failure:
                 failures.append(failure)
@@ -242,11 +241,12 @@ class TorchServeBackend:
         if _handler_refusal(_json(response)) is None:
             raise self._failure(response)
 
-    async def _post(self, data: bytes, timeout: float | None = None) -> httpx.Response:
+    async def _post(self, data: bytes, timeout: float | None = None, path: str | None = None) -> httpx.Response:
+        path = path or self.path
         try:
             if timeout is None:
-                return await self.client.post(self.path, content=data)
-            return await self.client.post(self.path, content=data, timeout=timeout)
+                return await self.client.post(path, content=data)
+            return await self.client.post(path, content=data, timeout=timeout)
         except httpx.TimeoutException:
             raise BackendUnavailable(504, "backend_timeout", "TorchServe gave no answer in time") from None
         except httpx.TransportError:
@@ -261,7 +261,9 @@ class TorchServeBackend:
             # the handler's verdict as it gave it: label (ai / real / unsure), p_ai, and why when it says
             decision = Decision(body["label"], float(body["p_ai"]), body["probabilities"], body.get("reason"))
             weighed = {key: body[key] for key in PROVENANCE_FIELDS if key in body}
-            return Prediction(decision, None, elapsed, weighed if "verdict" in weighed else None)
+            return Prediction(
+                decision, None, elapsed, weighed if "verdict" in weighed else None, heatmap=body.get("heatmap")
+            )
         refusal = _handler_refusal(body)
         if refusal is not None:
             return Prediction(None, refusal, elapsed)
@@ -304,13 +306,6 @@ def _handler_refusal(body: Any) -> ImageDecodeError | None:
     if isinstance(error, dict) and error.get("code") in STATUS_FOR_REASON:
         return ImageDecodeError(str(error["code"]), str(error.get("message", "")))
     return None
-
-
-def overlay_size(size: tuple[int, int], side: int = HEATMAP_SIDE) -> tuple[int, int]:
-    """``size`` (width, height) scaled so that its longer side is ``side``: a heatmap of the image's shape."""
-    width, height = size
-    scale = side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def create_backend(settings: ServeSettings) -> Backend:

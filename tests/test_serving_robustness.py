@@ -218,18 +218,21 @@ def test_torchserve_that_is_down_gives_503_and_not_ready(exported_model: Path, t
     with live_web_server(exported_model, tmp_path / "web.log", **settings) as url:
         response = httpx.post(f"{url}/predict", files=[("files", ("a.jpg", _jpeg(), "image/jpeg"))], timeout=30)
         ready = httpx.get(f"{url}/readyz", timeout=30)
-        # options the handler does not support yet are refused as such, before TorchServe is even asked
-        unsupported = [
-            httpx.post(f"{url}/predict?{option}=true", files=[("files", ("a.jpg", _jpeg(), "image/jpeg"))], timeout=30)
-            for option in ("explain", "consistency")
-        ]
+        # consistency is the handler's model-config switch, not a per-request option: refused as such,
+        # before TorchServe is even asked; explain goes to TorchServe's explanations API (down here)
+        unsupported = httpx.post(
+            f"{url}/predict?consistency=true", files=[("files", ("a.jpg", _jpeg(), "image/jpeg"))], timeout=30
+        )
+        explained = httpx.post(
+            f"{url}/predict?explain=true", files=[("files", ("a.jpg", _jpeg(), "image/jpeg"))], timeout=30
+        )
     log = (tmp_path / "web.log").read_text()
     assert response.status_code == 503, response.text + log[-2000:]
     assert response.json()["error"]["code"] == "backend_unavailable"
     assert "cannot be reached" in response.json()["error"]["message"]
     assert response.headers["retry-after"]
     assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
-    for refused in unsupported:
-        assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsupported_option"
-        assert "torchserve backend does not support it yet" in refused.json()["error"]["message"]
+    assert unsupported.status_code == 400 and unsupported.json()["error"]["code"] == "unsupported_option"
+    assert "model config (handler.consistency)" in unsupported.json()["error"]["message"]
+    assert explained.status_code == 503 and explained.json()["error"]["code"] == "backend_unavailable"
     assert "Traceback" not in log

@@ -40,7 +40,7 @@ from web_process import live_web_server, running_web_server
 
 from detector.calibration import Decision
 from detector.consistency import check_consistency
-from detector.heatmap import heatmap_data_uri
+from detector.heatmap import HEATMAP_SIDE, heatmap_data_uri
 from detector.labels import AI
 from detector.runtimes.onnx_runtime import OnnxDetector
 from detector.runtimes.torch_eager import TorchDetector
@@ -398,7 +398,11 @@ def test_web_app_with_the_torchserve_backend(
         files.append(("files", ("notes.txt", b"not an image")))
         files.append(("files", ("render.png", a1111_png())))
         response = httpx.post(f"{url}/predict", files=files, timeout=60)
+        explained = httpx.post(f"{url}/predict?explain=true", files=files[:1], timeout=60)
     assert response.status_code == 200, response.text + (tmp_path / "web.log").read_text()[-3000:]
+    # a heatmap asked of the web app comes from the handler, through TorchServe's explanations API
+    assert explained.status_code == 200, explained.text
+    assert explained.json()["results"][0]["heatmap"].startswith("data:image/png;base64,")
     results = response.json()["results"]
     for path, result in zip(images, results[:2], strict=True):
         rest = _predict(torchserve, path.read_bytes()).json()
@@ -634,7 +638,7 @@ def test_explanations_api_adds_the_heatmap(torchserve: TorchServe, images: list[
         header, _, payload = explained["heatmap"].partition(",")
         assert header == "data:image/png;base64"
         drawn = Image.open(io.BytesIO(base64.b64decode(payload)))
-        assert (drawn.mode, drawn.size) == ("RGBA", (224, 224))
+        assert (drawn.mode, drawn.size) == ("RGBA", (HEATMAP_SIDE, HEATMAP_SIDE))
         _, cam = detector.explain(detector.preprocess(data)[None])
         expected = _heatmap_pixels(heatmap_data_uri(cam[0]))
         assert np.abs(np.asarray(drawn, dtype=int) - expected).max() <= 2  # the same map, to rounding
