@@ -269,11 +269,17 @@ class DevicePreprocessor:
             pillow = self._pillow(jpeg.raw, max_pixels)  # upright already, or the CPU path's refusal
             return (pillow if isinstance(pillow, ImageDecodeError) else pillow.to(self.device)), False
 
+    def _resample(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        resized = functional.interpolate(pixels, size=size, mode=self._mode, antialias=self._antialias)
+        return resized.round_().clamp_(0, 255)
+
     def to_inputs(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """uint8 (3, H, W) images on the device -> the model's (N, 3, S, S) float32 input, channels-last.
 
-        Images of one size are resized together; each result is rounded to whole levels as Pillow's 8-bit
-        resize is, then ``x * scale + offset`` as :func:`detector.preprocessing.image_to_array` computes it.
+        Images of one size are resized together, in Pillow's two passes (the width, then the height), each
+        rounded to whole levels as Pillow's 8-bit resize rounds them (a single 2-D pass differed from Pillow
+        on ~17 % of the pixels of the tests' corpus, the two passes on ~3 %, by one level, two at most); then
+        ``x * scale + offset`` as :func:`detector.preprocessing.image_to_array` computes it.
         """
         size = self.config.input_size
         out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=self.device)
@@ -285,12 +291,10 @@ class DevicePreprocessor:
             for first in range(0, len(members), step):
                 chosen = members[first : first + step]
                 pixels = torch.stack([images[i] for i in chosen]).float()
-                if (height, width) != (size, size):
-                    pixels = (
-                        functional.interpolate(pixels, size=(size, size), mode=self._mode, antialias=self._antialias)
-                        .round_()
-                        .clamp_(0, 255)
-                    )
+                if width != size:
+                    pixels = self._resample(pixels, (height, size))
+                if height != size:
+                    pixels = self._resample(pixels, (size, size))
                 out[chosen] = pixels
         out.mul_(self._scale).add_(self._offset)
         return out.contiguous(memory_format=torch.channels_last)

@@ -28,6 +28,13 @@ Two model formats sit behind the same contract, chosen by the archive's serializ
 exported ``.onnx`` run by ONNX Runtime inside the worker (the default archive: about three times
 faster than eager on a CPU, docs/performance.md) and a ``.pt`` checkpoint run by eager PyTorch.
 
+On a GPU (``torchserve/model-config-gpu.yaml``, docs/torchserve.md) the worker runs on the GPU TorchServe
+assigned it (``context.system_properties["gpu_id"]``): a ``.pt`` checkpoint in
+:class:`detector.runtimes.torch_cuda.CudaDetector` (bf16 autocast, channels-last, batches up to 256), its
+JPEGs decoded together by nvJPEG on the same GPU after threads have read and checked them
+(:mod:`detector.gpu_preprocessing`); an ``.onnx`` on ONNX Runtime's CUDA provider where onnxruntime-gpu
+is installed.
+
 TorchServe loads this file as a top-level module from the archive, next to the ``detector/``
 package that ``handlers.archive`` packs beside it. The module-level :func:`handle` is the entry
 point (TorchServe's function entry point), so the module may define more than one class.
@@ -37,9 +44,10 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,6 +85,36 @@ class HandlerSettings(BaseModel):
         description="score each image again re-saved as JPEG q75, halved and centre-cropped, and answer unsure "
         "(with a reason) when one of them flips the verdict (three more forward passes and a full-size decode)",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="auto: the GPU TorchServe assigned the worker (gpu_id) when it assigned one and the runtime can "
+        "use it, else the CPU; cpu: never a GPU; cuda: gpu_id's GPU (the first without one), or an error",
+    )
+    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="on a GPU: bf16 or fp16 autocast, or fp32")
+    compile: bool = Field(False, description="on a GPU: torch.compile the network (a minute of compiling at start)")
+    decode_threads: int = Field(
+        8, ge=1, description="on a GPU: threads reading and checking a batch's files before nvJPEG decodes them"
+    )
+
+
+def worker_device(setting: str, gpu_id: int | None, model_file: Path) -> str | None:
+    """``cuda:N`` for the GPU this worker runs on (``handler.device`` and TorchServe's ``gpu_id``), None for the CPU.
+
+    ``auto`` takes the assigned GPU only where the model's runtime can use it (torch with CUDA for a ``.pt``,
+    onnxruntime-gpu for an ``.onnx``), so the CPU archive keeps working on a machine that has a GPU.
+    """
+    if setting == "cpu" or (setting == "auto" and gpu_id is None):
+        return None
+    device = f"cuda:{gpu_id or 0}"
+    if setting == "cuda":
+        return device
+    if model_file.suffix == ".onnx":
+        from detector.runtimes.onnx_runtime import available_providers
+
+        return device if "CUDAExecutionProvider" in available_providers() else None
+    import torch
+
+    return device if torch.cuda.is_available() else None
 
 
 @dataclass
@@ -86,7 +124,8 @@ class PreparedBatch:
     size: int
     #: positions in the batch of the rows of ``inputs``
     positions: list[int] = field(default_factory=list)
-    inputs: np.ndarray | None = None
+    #: (N, 3, H, W): a NumPy array, or on the GPU path a tensor already on the GPU
+    inputs: Any = None
     errors: dict[int, ImageDecodeError] = field(default_factory=dict)
     #: each decodable image's bytes by position, kept only when evidence is read or consistency checked
     files: dict[int, bytes] = field(default_factory=dict)
@@ -101,6 +140,8 @@ class DetectorHandler(BaseHandler):
         self.settings = HandlerSettings()
         self.runtime = ""
         self.archive_version = ""
+        #: reads and checks each batch's files on the GPU path
+        self.readers: ThreadPoolExecutor | None = None
 
     def initialize(self, context: Any) -> None:
         """Load the archive's model file; its metadata says how to preprocess and calibrate.
@@ -113,16 +154,23 @@ class DetectorHandler(BaseHandler):
         model_dir = Path(context.system_properties["model_dir"])
         model_file = model_dir / self.manifest["model"]["serializedFile"]
         self.settings = HandlerSettings.model_validate((context.model_yaml_config or {}).get("handler") or {})
-        self.detector = open_detector(model_file, threads=self.settings.threads)
-        self.runtime = "onnxruntime" if model_file.suffix == ".onnx" else "torch"
+        settings = self.settings
+        device = worker_device(settings.device, context.system_properties.get("gpu_id"), model_file)
+        self.detector = open_detector(
+            model_file, threads=settings.threads, device=device, precision=settings.precision, compile=settings.compile
+        )
+        self.runtime = ("onnxruntime" if model_file.suffix == ".onnx" else "torch") + ("-cuda" if device else "")
+        if getattr(self.detector, "preprocessor", None) is not None:
+            self.readers = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="read")
         self.archive_version = str(self.manifest["model"].get("modelVersion", ""))
         self.initialized = True
         log.info(
-            "loaded %s (model %s, archive version %s) with %s; input size %d, threshold %.4f",
+            "loaded %s (model %s, archive version %s) with %s on %s; input size %d, threshold %.4f",
             model_file.name,
             self.detector.version,
             self.archive_version,
             self.runtime,
+            device or "the CPU",
             self.detector.preprocess_config.input_size,
             self.detector.metadata.threshold,
         )
@@ -130,6 +178,8 @@ class DetectorHandler(BaseHandler):
     def preprocess(self, data: list[dict[str, Any]]) -> PreparedBatch:  # type: ignore[override]
         """Decode every request's image with the core's preprocessing; keep each failure by position."""
         assert self.detector is not None
+        if self.readers is not None:
+            return self._preprocess_on_device(data)
         prepared = PreparedBatch(size=len(data))
         arrays = []
         for position, row in enumerate(data):
@@ -143,6 +193,28 @@ class DetectorHandler(BaseHandler):
                 prepared.errors[position] = error
         if arrays:
             prepared.inputs = np.stack(arrays)
+        return prepared
+
+    def _preprocess_on_device(self, data: list[dict[str, Any]]) -> PreparedBatch:
+        """The GPU path: each file read and checked from its header in a thread, then all decoded on the GPU."""
+        assert self.detector is not None and self.readers is not None
+        device = self.detector.preprocessor  # type: ignore[attr-defined]
+        prepared = PreparedBatch(size=len(data))
+        files: dict[int, bytes] = {}
+        for position, row in enumerate(data):
+            try:
+                files[position] = _image_bytes(row)
+            except ImageDecodeError as error:
+                prepared.errors[position] = error
+        limit = self.settings.max_pixels
+        staged = list(self.readers.map(lambda image: device.stage(image, max_pixels=limit), files.values()))
+        batch = device.batch(staged, max_pixels=limit)
+        positions = list(files)  # the batch's rows and refusals are numbered among the files
+        prepared.positions = [positions[row] for row in batch.positions]
+        prepared.inputs = batch.inputs
+        prepared.errors.update({positions[row]: error for row, error in batch.errors.items()})
+        if self.settings.evidence or self.settings.consistency:
+            prepared.files = {position: files[position] for position in prepared.positions}
         return prepared
 
     def inference(self, data: PreparedBatch, *args: Any, **kwargs: Any) -> np.ndarray:  # type: ignore[override]

@@ -13,8 +13,9 @@ Java. It installs nothing. What it prints (and writes as ``results.md`` / ``resu
    model config (``torchserve/model-config-gpu.yaml``), on the GPU TorchServe would assign it
    (``gpu_id`` 0): images/s and batch latency at its batch size;
 5. **agreement**, when ``--agreement-images`` names real images (default: a sample of
-   ``../shared/data/realvsai-v1`` when it is there): the device path (bf16) against the CPU path (Pillow +
-   eager fp32), labels agreeing and the largest |delta P(ai)| (:func:`agreement`, also the tests' measure).
+   ``../shared/data/realvsai-v1`` when it is there): the device path in bf16, fp16 and fp32 against the CPU
+   path (Pillow + eager fp32), labels agreeing and the largest |delta P(ai)| (:func:`agreement`, also the
+   tests' measure).
 
 The scan and the handler need the project's other dependencies (pydantic and pydantic-settings, defusedxml):
 where they are missing, ``make bench-gpu`` installs them from wheels brought along in ``.whl/`` (``make
@@ -107,31 +108,45 @@ def agreement(
     checkpoint: Path, paths: Sequence[Path], *, device: str, precision: str = "bf16", batch: int = 64
 ) -> Agreement:
     """The CPU path (Pillow preprocessing, eager fp32 on the CPU) against the device path on ``device``."""
+    return agreements(checkpoint, paths, device=device, precisions=[precision], batch=batch)[0]
+
+
+def agreements(
+    checkpoint: Path, paths: Sequence[Path], *, device: str, precisions: Sequence[str], batch: int = 64
+) -> list[Agreement]:
+    """:func:`agreement` for each precision of the device path, the CPU path's answers computed once."""
     from detector.runtimes.torch_cuda import CudaDetector
     from detector.runtimes.torch_eager import TorchDetector
 
     reference = TorchDetector(checkpoint, device="cpu")
-    candidate = CudaDetector(checkpoint, device=device, precision=precision, max_batch=batch)  # type: ignore[arg-type]
-    agree, deltas, decoded = 0, [], 0
+    candidates = [
+        CudaDetector(checkpoint, device=device, precision=precision, max_batch=batch)  # type: ignore[arg-type]
+        for precision in precisions
+    ]
+    agree, deltas, decoded = [0] * len(candidates), [[] for _ in candidates], 0
     for first in range(0, len(paths), batch):
         chunk = list(paths[first : first + batch])
         expected = reference.classify(np.stack([reference.preprocess(path) for path in chunk]))
-        device_batch = candidate.preprocessor(chunk)
+        device_batch = candidates[0].preprocessor(chunk)  # the same preprocessing for every precision
         if device_batch.errors:
             raise ValueError(f"the device path refused {len(device_batch.errors)} files the CPU path decoded")
         decoded += device_batch.device_decoded
-        for want, got in zip(expected, candidate.decide_batch(device_batch), strict=True):
-            agree += want.label == got.label  # type: ignore[union-attr]
-            deltas.append(abs(want.p_ai - got.p_ai))  # type: ignore[union-attr]
-    return Agreement(
-        images=len(paths),
-        agree=agree,
-        max_delta_p_ai=round(max(deltas, default=0.0), 6),
-        mean_delta_p_ai=round(statistics.fmean(deltas) if deltas else 0.0, 6),
-        device_decoded=decoded,
-        device=device,
-        precision=precision,
-    )
+        for n, candidate in enumerate(candidates):
+            for want, got in zip(expected, candidate.decide_batch(device_batch), strict=True):
+                agree[n] += want.label == got.label  # type: ignore[union-attr]
+                deltas[n].append(abs(want.p_ai - got.p_ai))  # type: ignore[union-attr]
+    return [
+        Agreement(
+            images=len(paths),
+            agree=agree[n],
+            max_delta_p_ai=round(max(deltas[n], default=0.0), 6),
+            mean_delta_p_ai=round(statistics.fmean(deltas[n]) if deltas[n] else 0.0, 6),
+            device_decoded=decoded,
+            device=device,
+            precision=precision,
+        )
+        for n, precision in enumerate(precisions)
+    ]
 
 
 # --- images --------------------------------------------------------------------------------------------------
@@ -296,7 +311,7 @@ def bench_decode(report: Report, options: argparse.Namespace, photos: list[Path]
             elapsed = time.perf_counter() - started
         report.add(
             "decode",
-            path=f"CPU: Pillow (draft mode) + resize, {count} processes",
+            path=f"CPU: Pillow (draft mode) + resize, {count} process{'es' if count > 1 else ''}",
             images_per_s=round(len(files) / elapsed, 1),
         )
     preprocessor = DevicePreprocessor(_CONFIG, options.device)
@@ -558,8 +573,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample = sample_images(agreement_source, options.agreement_count)
 
         def compare() -> None:
-            result = agreement(options.checkpoint, sample, device=options.device, precision="bf16")
-            report.add("agreement", **{**asdict(result), "agreement": round(result.agreement, 4)})
+            precisions = ["bf16", "fp16", "fp32"]
+            for result in agreements(options.checkpoint, sample, device=options.device, precisions=precisions):
+                report.add("agreement", **{**asdict(result), "agreement": round(result.agreement, 4)})
 
         sections.append(("agreement", compare))
     else:

@@ -18,7 +18,7 @@ from provenance import Evidence, ProvenanceSettings
 from scan.config import ScanSettings
 from scan.files import expand
 from scan.reports import OutdatedReport, ReportWriter, report_paths, summarise, write_html
-from scan.scoring import Decoded, prepare, score, variants
+from scan.scoring import Decoded, failed, on_device, prepare, score, variants
 
 #: what each decoding task hands the model: the input, the file's evidence, its consistency variants
 Prepared = tuple[Decoded, list[Evidence], np.ndarray | None]
@@ -38,7 +38,11 @@ def _check_explains(detector: Detector) -> None:
 
 def run_scan(settings: ScanSettings) -> dict[str, float]:
     """Scan, write the reports, and return the summary (counts per label, errors, images/s)."""
-    detector: Detector = open_detector(settings.model, threads=settings.threads)
+    gpu = settings.device != "cpu"
+    device = settings.device if gpu else None
+    detector: Detector = open_detector(
+        settings.model, threads=settings.threads, device=device, precision=settings.precision
+    )
     if settings.explain is not None:
         _check_explains(detector)
         settings.explain.mkdir(parents=True, exist_ok=True)
@@ -51,7 +55,7 @@ def run_scan(settings: ScanSettings) -> dict[str, float]:
 
         def load(path: str) -> Prepared:
             decoded, found = prepare(detector, path, settings.max_pixels, provenance)
-            check = settings.consistency and isinstance(decoded, np.ndarray)
+            check = settings.consistency and not failed(decoded)
             return decoded, found, variants(detector, path, settings.max_pixels) if check else None
 
         def submit(batch: list[str]) -> list[Future[Prepared]]:
@@ -65,7 +69,8 @@ def run_scan(settings: ScanSettings) -> dict[str, float]:
             # decode the next batch while this one runs through the model
             following = submit(upcoming) if upcoming else []
             prepared = [future.result() for future in pending]
-            decoded = [item for item, _, _ in prepared]
+            # on the GPU path the staged files of the batch are decoded together now, on the device
+            decoded = on_device(detector, [item for item, _, _ in prepared], settings.max_pixels)
             evidence = [found for _, found, _ in prepared]
             checks = [check for _, _, check in prepared]
             rows = score(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import CliPositionalArg
 
 from detector import SHIPPED_MODEL
@@ -54,14 +55,31 @@ class ScanSettings(ToolSettings):
         description="also score each image re-saved as JPEG q75, halved and centre-cropped; a verdict one of them "
         "flips becomes unsure, with the reason (about 4x the model's work)",
     )
-    workers: int = Field(2, ge=1, description="threads decoding and resizing images")
-    batch_size: int = Field(16, ge=1, description="images per forward pass")
+    workers: int = Field(2, ge=1, description="threads decoding and resizing images (on a GPU: reading them)")
+    batch_size: int = Field(16, ge=1, description="images per forward pass (default 16; 256 with --device cuda)")
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        description="cpu, or cuda[:N]: JPEGs decoded with nvJPEG and the model in large bf16 batches on the GPU (a .pt "
+        "checkpoint: the shipped model unless --model names one; an .onnx needs onnxruntime-gpu)",
+    )
+    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="on a GPU: bf16 or fp16 autocast, or fp32")
     threads: int | None = Field(None, ge=1, description="inference threads (default: all cores)")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="larger images are reported, not decoded")
     resume: bool = Field(True, description="skip paths already in the report (--no-resume starts it afresh)")
     evidence: bool = Field(
         True, description="read provenance evidence (C2PA, SD watermark, generator settings, EXIF) into the report"
     )
+
+    @model_validator(mode="after")
+    def _gpu_defaults(self) -> ScanSettings:
+        """On a GPU: batches of 256 and the checkpoint (the exported .onnx runs on the CPU), unless given."""
+        if self.device != "cpu":
+            if "batch_size" not in self.model_fields_set:
+                self.batch_size = 256
+            if "model" not in self.model_fields_set and self.model.suffix == ".onnx":
+                self.model = SHIPPED_MODEL
+        return self
 
     @field_validator("format")
     @classmethod

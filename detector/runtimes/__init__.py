@@ -46,7 +46,11 @@ def open_detector(
                 "this onnxruntime has no CUDA provider: install onnxruntime-gpu in its place, or give the .pt "
                 "checkpoint to run it on the GPU with PyTorch"
             )
-        return OnnxDetector(path, threads=threads, providers=providers if on_gpu else None)
+        if not on_gpu:
+            return OnnxDetector(path, threads=threads)
+        index = int(device.partition(":")[2] or 0)  # type: ignore[union-attr]
+        cuda = ("CUDAExecutionProvider", {"device_id": index})
+        return OnnxDetector(path, threads=threads, providers=[cuda, "CPUExecutionProvider"])  # type: ignore[list-item]
     if on_gpu:
         from detector.runtimes.torch_cuda import CudaDetector
 

@@ -6,7 +6,9 @@ this runtime is built around the batch: :meth:`CudaDetector.classify_files` deco
 device (:mod:`detector.gpu_preprocessing`, nvJPEG) and runs it in slices of at most ``max_batch``.
 
 ``precision="bf16"`` (the default) runs the network under bf16 autocast and appends ``-bf16`` to the
-version, so answers say they came from the lower precision; ``"fp32"`` keeps full precision.
+version, so answers say they came from the lower precision; ``"fp16"`` does the same in float16 (as fast
+on recent GPUs, with 3 more bits of mantissa: its logits stray about a quarter as far from fp32's, at the
+price of fp16's smaller range); ``"fp32"`` keeps full precision.
 ``compile=True`` compiles the network with ``torch.compile``; each batch is padded to the next of a few
 fixed sizes (:data:`COMPILED_BATCHES`), so that TorchServe's batches of every size cost a handful of
 compilations, not one per size. The class activation map (``logits_and_cam``) runs eagerly.
@@ -33,8 +35,9 @@ from detector.model import ExplainedModel
 from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource
 from detector.runtimes.base import Detector
 
-Precision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: the batch sizes a compiled network is run at (a batch is padded to the next one up to max_batch)
 COMPILED_BATCHES = (1, 8, 32, 64, 128, 256, 512)
 
@@ -74,7 +77,8 @@ class CudaDetector(Detector):
         self.preprocessor = DevicePreprocessor(metadata.preprocess_config, self.device, nvjpeg=nvjpeg)
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        dtype = _AUTOCAST.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     def to_device(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """A (N, 3, H, W) batch from the CPU (or already on the device), channels-last on the device."""
