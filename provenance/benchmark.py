@@ -11,6 +11,12 @@ Two modes:
   from; ``--against REV`` times the watermark check of an earlier git revision against this one
   on the same files. Real generator outputs and camera files are the point: fixtures the tests
   make say nothing about what real tools write.
+* ``--data DIR --survival``: where a watermark can still be found, and whether the check's shortcuts
+  (:func:`provenance.watermark.check` skips the full-size decode where the mark cannot be) ever miss
+  one: the ``ai`` files whose mark the full decode finds, re-encoded in each format, chroma
+  subsampling and quality (and, re-marked as the SD scripts mark their outputs, at larger sizes and
+  with the SDXL message), each read by the full decode and by the check; and the ``real`` photos,
+  as they are, to count the full decodes the shortcuts save.
 * without ``--data``: milliseconds per image (median of ``--repeats`` runs) for each check and for
   ``inspect`` as a whole, on synthetic PNG and JPEG images of ``--sides`` made here (no data needed).
 """
@@ -23,6 +29,7 @@ import io
 import json
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -38,7 +45,16 @@ from detector.preprocessing import ImageDecodeError, list_images, load_image
 from provenance import ProvenanceSettings, combine, inspect, watermark
 from provenance.evidence import Evidence
 from provenance.inspection import CHECKS
-from provenance.watermark import MESSAGES, MIN_PIXELS, bit_errors
+from provenance.watermark import (
+    HALF_SCALE_MAX_ERRORS,
+    MESSAGES,
+    MIN_PIXELS,
+    SD1,
+    SDXL,
+    Message,
+    bit_errors,
+    half_scale_bit_errors,
+)
 
 
 def _image(side: int, fmt: str) -> bytes:
@@ -257,6 +273,140 @@ def report(results: list[Result], settings: ProvenanceSettings) -> None:
                 )
 
 
+# ---- where the mark survives, and what the check's shortcuts skip ---------------------------------
+
+#: (name, Pillow format, save options): the encodings a marked image is put through
+ENCODINGS: list[tuple[str, str, dict[str, object]]] = [
+    *((f"JPEG 4:2:0 q{q}", "JPEG", {"quality": q, "subsampling": 2}) for q in (100, 97, 95, 92, 90, 85, 80)),
+    *((f"JPEG 4:2:2 q{q}", "JPEG", {"quality": q, "subsampling": 1}) for q in (95, 80, 70)),
+    *((f"JPEG 4:4:4 q{q}", "JPEG", {"quality": q, "subsampling": 0}) for q in (90, 70)),
+    ("WebP lossy q90", "WEBP", {"quality": 90}),
+    ("WebP lossless", "WEBP", {"lossless": True}),
+    ("PNG", "PNG", {}),
+]
+
+
+def _bgr(image: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+
+
+def _found(errors: dict[Message, int], message: Message) -> bool:
+    return errors[message] <= message.max_errors
+
+
+def _mark(image: Image.Image, message: Message) -> Image.Image:
+    """``image`` marked as the SD scripts mark their outputs (``invisible-watermark``, ``dwtDct``)."""
+    from imwatermark import WatermarkEncoder
+
+    encoder = WatermarkEncoder()
+    encoder.set_watermark("bits", [int(bit) for bit in message.bits])
+    return Image.fromarray(encoder.encode(_bgr(image), "dwtDct")[:, :, ::-1])
+
+
+def marked_sets(files: list[Labelled], per_source: int, remarked: int) -> dict[str, list[tuple[Image.Image, Message]]]:
+    """Marked images to re-encode: the ``ai`` files whose mark the full decode finds (``per_source`` of
+    each source), and ``remarked`` of them upscaled and marked again, with each message, at larger sizes."""
+    by_source: dict[str, list[tuple[Image.Image, Message]]] = defaultdict(list)
+    for file in files:
+        if file.label != AI or len(by_source[file.source]) >= per_source:
+            continue
+        image = Image.open(file.path).convert("RGB")
+        if image.width * image.height < MIN_PIXELS:
+            continue
+        errors = bit_errors(_bgr(image))
+        found = [message for message in MESSAGES if _found(errors, message)]
+        if found:
+            by_source[file.source].append((image, found[0]))
+    sets: dict[str, list[tuple[Image.Image, Message]]] = {
+        f"{source} (as found)": marked for source, marked in sorted(by_source.items()) if marked
+    }
+    originals = [image for marked in by_source.values() for image, _ in marked][:remarked]
+    for size in ((1024, 1024), (2048, 1536)):
+        for message in (SD1, SDXL):
+            name = f"re-marked {message.name.split(' ')[0]}, {size[0]}x{size[1]}"
+            sets[name] = [
+                (_mark(image.resize(size, Image.Resampling.BICUBIC), message), message) for image in originals
+            ]
+    return sets
+
+
+def survival(files: list[Labelled], per_source: int, remarked: int) -> None:
+    """Per encoding: marks the full decode finds, and how many of those the check misses (must be 0)."""
+    settings = ProvenanceSettings(time_budget=60, watermark_max_pixels=1 << 26)
+    sets = marked_sets(files, per_source, remarked)
+    limits = " / ".join(str(HALF_SCALE_MAX_ERRORS[m]) for m in MESSAGES)
+    print(
+        "Marked files put through each encoding: found by the full decode / files; check misses: marks the full\n"
+        "decode finds that the check (with its shortcuts) does not report (must be 0); worst half-scale read of a\n"
+        f"found mark, bit errors of 136 / 48 (4:2:0 JPEGs; the check rules out above {limits}):\n"
+    )
+    names = list(sets)
+    print(_row(["encoding", *names, "check misses", "worst half-scale read"]))
+    print("|---" * (len(names) + 3) + "|")
+    for encoding, fmt, options in ENCODINGS:
+        cells: list[object] = [encoding]
+        misses = 0
+        worst: dict[Message, int] = {}
+        for name in names:
+            found = 0
+            for image, message in sets[name]:
+                buffer = io.BytesIO()
+                image.save(buffer, format=fmt, **options)
+                data = buffer.getvalue()
+                decoded = Image.open(io.BytesIO(data))
+                if not _found(bit_errors(_bgr(decoded)), message):
+                    continue
+                found += 1
+                if not [e for e in watermark.check(data, settings.watermark_max_pixels) if e.strong]:
+                    misses += 1
+                if fmt == "JPEG" and options.get("subsampling") == 2:
+                    read = half_scale_bit_errors(Image.open(io.BytesIO(data)))[message]
+                    worst[message] = max(worst.get(message, 0), read)
+            cells.append(f"{found}/{len(sets[name])}")
+        cells += [misses, " / ".join(str(worst.get(m, "-")) for m in MESSAGES)]
+        print(_row(cells), flush=True)
+
+    print("\nUnmarked photos (real), as they are: what the check does with each (watermark pixel cap")
+    print(f"{ProvenanceSettings().watermark_max_pixels:,}), and the closest half-scale read of the 4:2:0 JPEGs:\n")
+    outcomes: Counter[str] = Counter()
+    closest: dict[Message, int] = {}
+    cap = ProvenanceSettings().watermark_max_pixels
+    for file in files:
+        if file.label != REAL:
+            continue
+        data = file.path.read_bytes()
+        outcomes[_path_taken(data, cap)] += 1
+        image = Image.open(io.BytesIO(data))
+        if watermark._is_420_upright(image) and MIN_PIXELS <= image.width * image.height <= cap:
+            for message, count in half_scale_bit_errors(image).items():
+                closest[message] = min(closest.get(message, count), count)
+    print(_row(["what the check does", "real files"]))
+    print("|---" * 2 + "|")
+    for outcome, count in outcomes.most_common():
+        print(_row([outcome, count]))
+    print(
+        "\nclosest half-scale read of an unmarked 4:2:0 JPEG: "
+        + ", ".join(f"{closest[m]} of {len(m.bits)} ({m.name})" for m in MESSAGES if m in closest)
+    )
+
+
+def _path_taken(data: bytes, max_pixels: int) -> str:
+    """Which way :func:`provenance.watermark.check` goes for this file (the same tests, in the same order)."""
+    image = watermark._open(data)
+    if image is None:
+        return "not an image"
+    if watermark._cannot_carry(image):
+        return "ruled out by the header (no colour, or under 256x256)"
+    if image.width * image.height > max_pixels:
+        return "over the pixel cap: not checked"
+    if watermark._is_420_upright(image):
+        errors = half_scale_bit_errors(Image.open(io.BytesIO(data)))
+        if all(errors[m] > HALF_SCALE_MAX_ERRORS[m] for m in MESSAGES):
+            return "4:2:0 JPEG ruled out at half scale"
+        return "4:2:0 JPEG, near a message at half scale: full decode"
+    return "full decode (PNG, 4:4:4 or 4:2:2 JPEG, WebP, rotated ...)"
+
+
 def _watermark_at(revision: str) -> Callable[[bytes, int], list[Evidence]]:
     """``provenance.watermark.check`` as it was at a git revision of this repository."""
     root = Path(__file__).resolve().parent.parent
@@ -272,6 +422,7 @@ def _watermark_at(revision: str) -> Callable[[bytes, int], list[Evidence]]:
         spec = importlib.util.spec_from_file_location("watermark_at_revision", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
         spec.loader.exec_module(module)
     return module.check
 
@@ -308,13 +459,24 @@ def against(files: list[Labelled], revision: str, settings: ProvenanceSettings, 
         print(_row([label, len(pairs), *cells, f"{sum(new) / sum(old):.3f}"]))
 
 
-def real_files(folder: Path, bit_errors: bool, out: Path | None, limit: int | None, revision: str | None = None) -> int:
+def real_files(
+    folder: Path,
+    bit_errors: bool,
+    out: Path | None,
+    limit: int | None,
+    revision: str | None = None,
+    per_source: int | None = None,
+    remarked: int = 0,
+) -> int:
     files = labelled_files(folder)
     if limit:
         files = files[:limit]
     if not files:
         print(f"no images under a folder named {' or '.join(CLASSES)} in {folder}")
         return 1
+    if per_source is not None:
+        survival(files, per_source, remarked)
+        return 0
     # a generous budget, so that a busy machine does not turn slow checks into "not checked"
     settings = ProvenanceSettings(time_budget=60)
     inspect(_image(256, "PNG"), settings)  # warm-up: imports, native libraries
@@ -355,11 +517,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--against", metavar="REV", help="with --data: time the watermark check of git revision REV against this one"
     )
+    parser.add_argument(
+        "--survival",
+        type=int,
+        metavar="N",
+        help="with --data: where the mark survives re-encoding, on N marked files per source; what the check skips",
+    )
+    parser.add_argument(
+        "--remarked", type=int, default=20, help="with --survival: files upscaled and marked again at larger sizes"
+    )
     parser.add_argument("--sides", type=int, nargs="+", default=[512, 1024, 2048], help="synthetic mode: image sides")
     parser.add_argument("--repeats", type=int, default=5, help="synthetic mode: runs per cell (median)")
     args = parser.parse_args(argv)
     if args.data is not None:
-        return real_files(args.data, args.bit_errors, args.out, args.limit, args.against)
+        return real_files(args.data, args.bit_errors, args.out, args.limit, args.against, args.survival, args.remarked)
     synthetic(args.sides, args.repeats)
     return 0
 

@@ -24,7 +24,8 @@ class ProvenanceSettings(ToolSettings):
     )
     watermark: bool = Field(
         True,
-        description="decode Stable Diffusion's invisible watermark (the image at full size: ~15-25 ms per megapixel)",
+        description="decode Stable Diffusion's invisible watermark (at full size, ~15-25 ms per megapixel, only where "
+        "a mark can be: 4:2:0 JPEGs are read at half scale first)",
     )
     watermark_max_pixels: int = Field(
         2048 * 2048,

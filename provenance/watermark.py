@@ -12,17 +12,26 @@ dwtDct stores one bit per 4x4 block of the Haar-wavelet approximation of the ima
 channel, block n carrying bit n modulo the message length, so the per-block votes are computed
 once and counted for each message.  :func:`decode_bits` reads a message back as the library's
 decoder does, vectorised (docs/provenance.md has the command that measures the cost).  The mark
-survives PNG and JPEG without chroma subsampling; JPEG's usual 4:2:0 subsampling halves the
-chroma resolution and erases it, as does resizing or cropping off the block grid, so absence
-proves nothing.
+survives PNG, lossless WebP and JPEG without chroma subsampling; JPEG's usual 4:2:0 subsampling
+halves the chroma resolution and erases it below the highest qualities, as does resizing or
+cropping off the block grid, so absence proves nothing.
+
+Where the mark cannot be, the full-size decode is skipped (:func:`check`; the measurements behind
+each rule are in docs/provenance.md, ``python -m provenance.benchmark --data DIR --survival``):
+images without colour or under 256x256 are ruled out from the header; a 4:2:0 JPEG (nearly every
+photo) is first read at half scale, where its chroma is stored (:func:`half_scale_bit_errors`, a
+fifth of the cost), and decoded at full size only when that read comes near a message.
 """
 
 from __future__ import annotations
 
+import io
+import warnings
 from dataclasses import dataclass, field
 from math import comb
 
 import numpy as np
+from PIL import Image, JpegImagePlugin
 
 from detector.preprocessing import ImageDecodeError, load_image
 from provenance.evidence import AI, NEUTRAL, SD_WATERMARK, Evidence
@@ -72,6 +81,19 @@ MESSAGES: tuple[Message, ...] = (SD1, SDXL)
 #: the SD scripts' ``WatermarkEncoder`` defaults for ``dwtDct``: U-channel scale, 4x4 blocks
 U_SCALE = 36.0
 BLOCK = 4
+
+#: the half-scale read of a 4:2:0 JPEG (:func:`half_scale_bit_errors`) sends the image to the full decode
+#: when it is at most this many bits from a message. Measured on marked files re-encoded as 4:2:0 JPEGs
+#: (``python -m provenance.benchmark --data DIR --survival 40``, docs/provenance.md): where the full decode
+#: finds the mark, the half-scale read is usually closer (it reads the chroma where JPEG stores it), but at
+#: qualities 90-92, where one file in a hundred keeps its mark at all, it read up to 54 of 136 bits off;
+#: SDXL-marked ones at most 2 of 48. Unmarked images read like coin flips (68 / 24 bits off): about 5 % of
+#: them come within these limits and get the full decode (6 % of coin-flip patterns).
+HALF_SCALE_MAX_ERRORS: dict[Message, int] = {SD1: 58, SDXL: 16}
+#: Pillow's ``get_sampling``: 2 is 4:2:0 (chroma halved both ways), 1 is 4:2:2, 0 is 4:4:4
+SUBSAMPLING_420 = 2
+#: image modes without chroma: the U channel is flat, there is nothing to decode
+_NO_COLOUR = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 def block_votes(bgr: np.ndarray) -> np.ndarray:
@@ -133,24 +155,120 @@ def bit_errors(bgr: np.ndarray) -> dict[Message, int]:
     }
 
 
-def check(data: bytes, max_pixels: int) -> list[Evidence]:
-    """Strong ``ai`` evidence when the image carries a Stable Diffusion watermark; nothing otherwise."""
-    try:
-        image = load_image(data, max_pixels=max_pixels)
-    except ImageDecodeError as error:
-        if error.reason == "too_large":
-            return [
-                Evidence(
-                    SD_WATERMARK,
-                    f"Stable Diffusion watermark: not checked (image over {max_pixels / 1e6:.1f} megapixels)",
-                    NEUTRAL,
-                )
-            ]
-        return []
+def _votes_from_u(u: np.ndarray) -> np.ndarray:
+    """Votes from an approximation band given as the U channel at half scale (``2 * U``).
+
+    The band is non-negative here, so the largest non-DC magnitude of a block is its largest non-DC
+    value: the elementwise maximum over the block's last three rows and the rest of its first row
+    (elementwise maxima of whole planes: far faster in NumPy than a reduction over 16-element rows).
+    """
+    block_rows, block_cols = u.shape[0] // BLOCK, u.shape[1] // BLOCK
+    rows = np.ascontiguousarray(u[: block_rows * BLOCK, : block_cols * BLOCK]).reshape(
+        block_rows, BLOCK, block_cols, BLOCK
+    )
+    lower = np.maximum(np.maximum(rows[:, 1], rows[:, 2]), rows[:, 3])  # (block_rows, block_cols, 4)
+    largest = np.maximum(
+        np.maximum(np.maximum(lower[..., 0], lower[..., 1]), np.maximum(lower[..., 2], lower[..., 3])),
+        np.maximum(np.maximum(rows[:, 0, :, 1], rows[:, 0, :, 2]), rows[:, 0, :, 3]),
+    ).ravel()
+    # (2 * U) % 36 > 18, in integers: U % 18 > 9; blocks in row-major order, as the library visits them
+    return (largest % (int(U_SCALE) // 2) > int(U_SCALE) // 4).astype(np.float64)
+
+
+def half_scale_bit_errors(image: Image.Image) -> dict[Message, int]:
+    """Bit errors of each message as read from a JPEG decoded at half scale (an opened, unloaded image).
+
+    The Haar approximation band that the decoder reads is twice the 2x2 average of the U channel,
+    which is what a half-scale JPEG decode delivers (libjpeg scales in the DCT domain; a 4:2:0 file
+    stores its chroma at exactly that scale, so nothing is upsampled): the same votes, read from a
+    quarter of the pixels without the full-size decode.  Not bit-exact with the library's decoder, so
+    it only rules images out; the full decode decides.
+    """
+    import cv2
+
     width, height = image.size
-    if width * height < MIN_PIXELS:
+    image.draft("RGB", ((width + 1) // 2, (height + 1) // 2))
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    # the approximation band of the full-size image is (height // 4 * 2) x (width // 4 * 2)
+    u = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)[: height // 4 * 2, : width // 4 * 2, 1]
+    votes = _votes_from_u(u)
+    return {
+        message: int(np.count_nonzero(bits_from_votes(votes, len(message.bits)) != message.bits))
+        for message in MESSAGES
+    }
+
+
+def _open(data: bytes) -> Image.Image | None:
+    """The header, parsed (no pixels decoded); None for what Pillow cannot open. Raises for a bomb."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise
+    except Exception:  # noqa: BLE001 - not an image Pillow knows, or a header it refuses
+        return None
+
+
+def _not_checked(max_pixels: int) -> list[Evidence]:
+    finding = f"Stable Diffusion watermark: not checked (image over {max_pixels / 1e6:.1f} megapixels)"
+    return [Evidence(SD_WATERMARK, finding, NEUTRAL)]
+
+
+def _cannot_carry(image: Image.Image) -> bool:
+    """From the header alone: no chroma, or too small for the library to have embedded anything."""
+    width, height = image.size
+    return image.mode in _NO_COLOUR or width * height < MIN_PIXELS
+
+
+def _is_420_upright(image: Image.Image) -> bool:
+    """A colour JPEG with 4:2:0 chroma, not rotated on decoding (else the full decode's grid is another one)."""
+    return (
+        image.format == "JPEG"
+        and image.mode == "RGB"
+        and JpegImagePlugin.get_sampling(image) == SUBSAMPLING_420
+        and image.getexif().get(0x0112, 1) == 1
+    )
+
+
+def _rules_out_at_half_scale(image: Image.Image) -> bool:
+    """A 4:2:0 JPEG whose half-scale read is far from every message."""
+    if not _is_420_upright(image):
+        return False
+    errors = half_scale_bit_errors(image)
+    return all(errors[message] > HALF_SCALE_MAX_ERRORS[message] for message in MESSAGES)
+
+
+def check(data: bytes, max_pixels: int) -> list[Evidence]:
+    """Strong ``ai`` evidence when the image carries a Stable Diffusion watermark; nothing otherwise.
+
+    The image is decoded at full size only where a mark can be: not when its header rules the mark
+    out, nor when a 4:2:0 JPEG's half-scale read is far from every message.
+    """
+    try:
+        image = _open(data)
+    except Image.DecompressionBombError:  # Pillow's own guard, far above any pixel cap
+        return _not_checked(max_pixels)
+    if image is None:
         return []
-    bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+    with image:
+        width, height = image.size
+        if _cannot_carry(image):
+            return []
+        if width * height > max_pixels:
+            return _not_checked(max_pixels)
+        try:
+            if _rules_out_at_half_scale(image):
+                return []
+        except Exception:  # noqa: BLE001 - a file that fails here fails the full decode too, or gets it
+            pass
+    try:
+        decoded = load_image(data, max_pixels=max_pixels)
+    except ImageDecodeError:
+        return []
+    if decoded.width * decoded.height < MIN_PIXELS:
+        return []
+    bgr = np.ascontiguousarray(np.asarray(decoded)[:, :, ::-1])
     found = [(message, errors) for message, errors in bit_errors(bgr).items() if errors <= message.max_errors]
     return [
         Evidence(
