@@ -9,9 +9,11 @@ the whole request with a 502/503/504 and one sentence, and ``/readyz`` reports i
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -23,7 +25,8 @@ from detector.calibration import Decision
 from detector.consistency import check_consistency
 from detector.heatmap import heatmap_data_uri, overlay_size
 from detector.preprocessing import STATUS_FOR_REASON, ImageDecodeError, image_to_array, load_image
-from detector.runtimes.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector
+from detector.runtimes.base import Detector
+from detector.runtimes.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector, available_providers
 from serving.config import ServeSettings
 from serving.memory import release_free_memory
 
@@ -88,6 +91,26 @@ MAX_FORWARD_BATCH = 8
 FEATURES = frozenset({"explain", "consistency"})
 
 
+def engine_name(settings: ServeSettings) -> str:
+    """``settings.engine``, with ``auto`` resolved: OpenVINO on a CPU, ONNX Runtime where it has a CUDA GPU."""
+    if settings.engine != "auto":
+        return settings.engine
+    if "CUDAExecutionProvider" in available_providers() or importlib.util.find_spec("openvino") is None:
+        return "onnxruntime"
+    return "openvino"
+
+
+def open_engine(model: Path, settings: ServeSettings) -> Detector:
+    """The exported ``.onnx`` in the engine the settings name: ONNX Runtime, or OpenVINO in their precision."""
+    if engine_name(settings) == "openvino":
+        from detector.runtimes.openvino_runtime import OpenVinoDetector
+
+        # one OpenVINO stream per request run at once, each on the threads a forward pass gets
+        streams = settings.inference_concurrency
+        return OpenVinoDetector(model, threads=settings.threads, precision=settings.precision, streams=streams)
+    return OnnxDetector(model, threads=settings.threads)
+
+
 class OnnxBackend:
     """The exported model in this process: decode and resize each file, then one forward pass for all."""
 
@@ -97,7 +120,7 @@ class OnnxBackend:
                 f"no ONNX model at {settings.model}: train a model (make train) and export it (make export), "
                 "or set DETECTOR_SERVE_MODEL"
             )
-        self.detector = OnnxDetector(settings.model, threads=settings.threads)
+        self.detector = open_engine(settings.model, settings)
         self.version = self.detector.version
         self.threshold = self.detector.metadata.threshold
         self.real_threshold = self.detector.metadata.real_threshold
@@ -176,9 +199,10 @@ class OnnxBackend:
         ONNX Runtime shrinks its arena only at the end of a run that asks for it; one image costs a few
         milliseconds, and this runs only after the last large upload of a burst has been answered.
         """
-        size = self.detector.preprocess_config.input_size
-        blank = {INPUT_NAME: np.zeros((1, 3, size, size), dtype=np.float32)}
-        self.detector.session.run([OUTPUT_NAME], blank, self.shrink_arena)
+        if isinstance(self.detector, OnnxDetector):
+            size = self.detector.preprocess_config.input_size
+            blank = {INPUT_NAME: np.zeros((1, 3, size, size), dtype=np.float32)}
+            self.detector.session.run([OUTPUT_NAME], blank, self.shrink_arena)
         release_free_memory()
 
     async def close(self) -> None:

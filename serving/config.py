@@ -18,14 +18,26 @@ class ServeSettings(ToolSettings):
     model_config = tool_config("DETECTOR_SERVE_", "python -m serving")
 
     backend: Literal["onnx", "torchserve"] = Field(
-        "onnx", description="onnx: in-process ONNX Runtime (no Java); torchserve: forward to a TorchServe server"
+        "onnx",
+        description="onnx: the .onnx in this process (engine: OpenVINO or ONNX Runtime; no Java); torchserve: "
+        "forward to a TorchServe server",
     )
     model: Path | None = Field(None, description="the .onnx model for the onnx backend (make export writes it)")
+    # Measured with `make microbench` and `make bench` (docs/performance.md): OpenVINO fp32 gives ONNX Runtime's
+    # answers (100 % of the default model's test labels, P(ai) within 1.2e-6) 1.3x faster per forward pass.
+    engine: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="what runs the .onnx in the onnx backend: openvino (CPU), onnxruntime, or auto: openvino unless "
+        "ONNX Runtime has a CUDA GPU (onnxruntime-gpu) or openvino is not installed",
+    )
+    precision: Literal["f32", "bf16"] = Field(
+        "f32",
+        description="openvino engine: f32, or bf16 where the CPU has it (faster; answers move a little, and "
+        "the model version says -bf16)",
+    )
     # Defaults measured with `make bench` (docs/performance.md): one intra-op thread per request and as many
     # requests at once as there are cores spend a third less CPU per image than two threads per forward pass.
-    threads: int | None = Field(
-        1, ge=1, description="ONNX Runtime intra-op threads per forward pass (more helps a lone request only)"
-    )
+    threads: int | None = Field(1, ge=1, description="engine threads per forward pass (more helps a lone request only)")
     inference_concurrency: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,

@@ -1,11 +1,12 @@
-"""The exported ``.onnx`` run by OpenVINO's CPU plugin, in fp32 or bf16 (``pip install openvino``; optional).
+"""The exported ``.onnx`` run by OpenVINO's CPU plugin, in fp32 or bf16 (``pip install openvino``).
 
-OpenVINO reads the same file as ONNX Runtime and keeps its metadata properties (the ONNX frontend
-copies ``metadata_props`` into the model's ``rt_info["framework"]``), so the metadata costs no second
-parse of the file (``onnx.load`` would add ~0.1 s and the weights' memory once more).
+OpenVINO reads the same file as ONNX Runtime and keeps its metadata properties (its ONNX frontend
+copies ``metadata_props`` into the model's ``rt_info["framework"]``), so the metadata costs no
+second parse of the file (``onnx.load`` would add ~0.1 s, and ``onnx`` is not in the web image).
 
 ``precision``: ``"f32"`` is asked for explicitly, because on a CPU with AVX-512 bf16 or AMX OpenVINO
-otherwise runs bf16; ``"bf16"`` runs the convolutions in bfloat16 where the CPU has it.
+otherwise runs bf16 on its own; ``"bf16"`` runs the network in bfloat16 where the CPU has it, and
+appends ``-bf16`` to the version, so answers say they came from the lower precision.
 ``streams``: how many forward passes may run at once (OpenVINO runs one per stream, each on
 ``threads`` threads); each calling thread gets its own infer request.
 """
@@ -13,6 +14,7 @@ otherwise runs bf16; ``"bf16"`` runs the convolutions in bfloat16 where the CPU 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +25,7 @@ import openvino.properties.hint as hints
 
 from detector.metadata import CheckpointMetadata
 from detector.runtimes.base import Detector
-from detector.runtimes.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+from detector.runtimes.onnx_runtime import CAM_NAME, INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 
 Precision = Literal["f32", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("f32", "bf16")
@@ -39,11 +41,16 @@ class OpenVinoDetector(Detector):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.path = Path(path)
         self.precision = precision
-        model = ov.Core().read_model(self.path)
+        core = ov.Core()
+        model = core.read_model(self.path)
         key = ["framework", METADATA_KEY]
         if not model.has_rt_info(key):
             raise ValueError(f"{self.path} has no {METADATA_KEY!r} metadata: export it with `make export`")
-        super().__init__(CheckpointMetadata.from_json(model.get_rt_info(key).astype(str)))
+        metadata = CheckpointMetadata.from_json(model.get_rt_info(key).astype(str))
+        if precision != "f32":
+            metadata = replace(metadata, version=f"{metadata.version}-{precision}")
+        super().__init__(metadata)
+        self.has_cam = CAM_NAME in {name for output in model.outputs for name in output.get_names()}
         config: dict[str, object] = {
             hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
             hints.performance_mode: hints.PerformanceMode.LATENCY,
@@ -51,12 +58,21 @@ class OpenVinoDetector(Detector):
         }
         if threads is not None:
             config[props.inference_num_threads] = threads * streams
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self.compiled = core.compile_model(model, "CPU", config)
         self._local = threading.local()
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> ov.utils.data_helpers.OVDict:
         request = getattr(self._local, "request", None)
-        if request is None:
+        if request is None:  # an infer request serves one caller at a time: one per thread
             request = self._local.request = self.compiled.create_infer_request()
-        result = request.infer({INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
-        return np.array(result[OUTPUT_NAME], copy=True)  # the request reuses its output buffer
+        return request.infer({INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        # copied: the request reuses its output buffers. The map, when exported, costs one dot product a position
+        return np.array(self._run(batch)[OUTPUT_NAME], copy=True)
+
+    def logits_and_cam(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.has_cam:
+            raise NotImplementedError(f"{self.path} has no {CAM_NAME!r} output: re-export it with `make export`")
+        outputs = self._run(batch)
+        return np.array(outputs[OUTPUT_NAME], copy=True), np.array(outputs[CAM_NAME], copy=True)
