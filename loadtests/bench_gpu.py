@@ -552,21 +552,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.machine["description"], flush=True)
     output = options.output / time.strftime("%Y%m%d-%H%M%S")
     output.mkdir(parents=True, exist_ok=True)
-    if options.images is not None:
-        photos = list_images(options.images)
-        folder = options.images
-    else:
-        folder = Path(tempfile.gettempdir()) / f"bench-gpu-photos-{options.photo_size[0]}x{options.photo_size[1]}"
-        photos = make_photos(folder, options.count, options.photo_size)
-    if not photos:
-        print(f"error: no images in {folder}", file=sys.stderr)
-        return 2
-    report.note(f"images: {len(photos)} files in {folder} (first: {photos[0].name}, {Image.open(photos[0]).size})")
+    photos: list[Path] = []
+    folder = options.images
+    if {"decode", "scan", "handler"} - skip:
+        if folder is not None:
+            photos = list_images(folder)
+        else:
+            folder = Path(tempfile.gettempdir()) / f"bench-gpu-photos-{options.photo_size[0]}x{options.photo_size[1]}"
+            photos = make_photos(folder, options.count, options.photo_size)
+        if not photos:
+            print(f"error: no images in {folder}", file=sys.stderr)
+            return 2
+        first = photos[0]
+        report.note(f"images: {len(photos)} files in {folder} (first: {first.name}, {Image.open(first).size})")
     agreement_source = options.agreement_images or (SHARED_MANIFEST if SHARED_MANIFEST.is_file() else None)
     sections: list[tuple[str, Callable[[], None]]] = [
         ("model", lambda: bench_model(report, options, deadline)),
         ("decode", lambda: bench_decode(report, options, photos)),
-        ("scan", lambda: bench_scan(report, options, folder, len(photos), output)),
+        ("scan", lambda: bench_scan(report, options, folder, len(photos), output)),  # type: ignore[arg-type]
         ("handler", lambda: bench_handler(report, options, photos)),
     ]
     if agreement_source is not None:
