@@ -92,23 +92,41 @@ FEATURES = frozenset({"explain", "consistency"})
 
 
 def engine_name(settings: ServeSettings) -> str:
-    """``settings.engine``, with ``auto`` resolved: OpenVINO on a CPU, ONNX Runtime where it has a CUDA GPU."""
+    """``settings.engine``, with ``auto`` resolved: torch for a checkpoint; for an ``.onnx`` OpenVINO on a CPU,
+    ONNX Runtime where it has a CUDA GPU."""
     if settings.engine != "auto":
         return settings.engine
+    if settings.model is not None and settings.model.suffix == ".pt":
+        return "torch"
     if "CUDAExecutionProvider" in available_providers() or importlib.util.find_spec("openvino") is None:
         return "onnxruntime"
     return "openvino"
 
 
 def open_engine(model: Path, settings: ServeSettings) -> Detector:
-    """The exported ``.onnx`` in the engine the settings name: ONNX Runtime, or OpenVINO in their precision."""
-    if engine_name(settings) == "openvino":
+    """The model in the engine the settings name: ONNX Runtime, OpenVINO or torch (a ``.pt``), in their precision."""
+    engine = engine_name(settings)
+    if engine == "torch":
+        # the checkpoint on the GPU in large batches (detector/runtimes/torch_cuda.py); uploads are still decoded
+        # with Pillow here: nvJPEG pays with the large batches that TorchServe and the scanner make
+        from detector.runtimes.torch_cuda import CudaDetector
+
+        device = settings.device if settings.device != "auto" else ("cuda" if _torch_sees_cuda() else "cpu")
+        precision = "fp32" if settings.precision == "f32" else settings.precision
+        return CudaDetector(model, device=device, precision=precision)  # type: ignore[arg-type]
+    if engine == "openvino":
         from detector.runtimes.openvino_runtime import OpenVinoDetector
 
         # one OpenVINO stream per request run at once, each on the threads a forward pass gets
         streams = settings.inference_concurrency
         return OpenVinoDetector(model, threads=settings.threads, precision=settings.precision, streams=streams)
     return OnnxDetector(model, threads=settings.threads)
+
+
+def _torch_sees_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class OnnxBackend:
@@ -125,7 +143,7 @@ class OnnxBackend:
         self.threshold = self.detector.metadata.threshold
         self.real_threshold = self.detector.metadata.real_threshold
         # heatmaps need the map as a second output of the .onnx (exported since heatmaps exist)
-        self.features = FEATURES if self.detector.has_cam else FEATURES - {"explain"}
+        self.features = FEATURES if getattr(self.detector, "has_cam", True) else FEATURES - {"explain"}
         self.max_pixels = settings.max_pixels
         self.limiter = anyio.CapacityLimiter(settings.inference_concurrency)
         self.shrink_arena = ort.RunOptions()

@@ -22,18 +22,27 @@ class ServeSettings(ToolSettings):
         description="onnx: the .onnx in this process (engine: OpenVINO or ONNX Runtime; no Java); torchserve: "
         "forward to a TorchServe server",
     )
-    model: Path | None = Field(None, description="the .onnx model for the onnx backend (make export writes it)")
+    model: Path | None = Field(
+        None,
+        description="the .onnx model for the onnx backend (make export writes it); a .pt checkpoint: the torch engine",
+    )
     # Measured with `make microbench` and `make bench` (docs/performance.md): OpenVINO fp32 gives ONNX Runtime's
     # answers (100 % of the default model's test labels, P(ai) within 1.2e-6) 1.3x faster per forward pass.
-    engine: Literal["auto", "onnxruntime", "openvino"] = Field(
+    engine: Literal["auto", "onnxruntime", "openvino", "torch"] = Field(
         "auto",
-        description="what runs the .onnx in the onnx backend: openvino (CPU), onnxruntime, or auto: openvino unless "
-        "ONNX Runtime has a CUDA GPU (onnxruntime-gpu) or openvino is not installed",
+        description="what runs the model in the onnx backend: openvino (CPU), onnxruntime, torch (a .pt checkpoint "
+        "on --device, a GPU: detector/runtimes/torch_cuda.py), or auto: torch for a .pt, else openvino unless ONNX "
+        "Runtime has a CUDA GPU (onnxruntime-gpu) or openvino is not installed",
     )
-    precision: Literal["f32", "bf16"] = Field(
+    precision: Literal["f32", "bf16", "fp16"] = Field(
         "f32",
-        description="openvino engine: f32, or bf16 where the CPU has it (faster; answers move a little, and "
-        "the model version says -bf16)",
+        description="openvino and torch engines: f32, or bf16 where the CPU (or GPU) has it (faster; answers move a "
+        "little, and the model version says -bf16); fp16: the torch engine's float16 autocast",
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="torch engine: cuda[:N], cpu, or auto (the GPU when torch sees one)",
     )
     # Defaults measured with `make bench` (docs/performance.md): one intra-op thread per request and as many
     # requests at once as there are cores spend a third less CPU per image than two threads per forward pass.

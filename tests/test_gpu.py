@@ -275,3 +275,23 @@ def test_the_gpu_benchmark_runs_quickly_on_the_cpu(tmp_path: Path) -> None:
         for section in ("model", "decode", "scan", "handler")
         for row in report["sections"][section]
     )
+
+
+def test_the_web_app_runs_a_checkpoint_on_the_torch_engine() -> None:
+    """``python -m serving --model model.pt`` (engine auto: torch; the CPU here): the CPU path's answers."""
+    import anyio
+
+    from detector.runtimes.torch_eager import TorchDetector
+    from serving.backends import create_backend, engine_name
+    from serving.config import ServeSettings
+
+    settings = ServeSettings(model=SHIPPED_MODEL, device="cpu")
+    assert engine_name(settings) == "torch"
+    backend = create_backend(settings)
+    assert isinstance(backend.detector, CudaDetector) and backend.features == {"explain", "consistency"}
+    photo = _encode(Image.new("RGB", (300, 200), (90, 120, 30)), "JPEG")
+    answers = anyio.run(lambda: backend.predict([photo, b"not an image"], explain=True))
+    reference = TorchDetector(SHIPPED_MODEL, device="cpu")
+    expected = reference.classify(reference.preprocess(photo)[None])[0]
+    assert answers[0].decision is not None and abs(answers[0].decision.p_ai - expected.p_ai) < 1e-3
+    assert answers[0].heatmap is not None and answers[1].error is not None
