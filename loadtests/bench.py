@@ -8,8 +8,11 @@ answer), loaded by the same Locust scenario (same images, users and duration), t
 * ``torchserve-grpc`` -- the same running TorchServe, loaded through its gRPC API;
 * ``webapp`` -- ``python -m serving`` with in-process ONNX Runtime fp32;
 * ``webapp-int8`` -- the same with the int8 model from ``export/quantize.py``, when there is one;
-* ``webapp-provenance`` -- fp32 with the provenance evidence on, as ``make serve`` runs it (the
-  rows above turn it off, so that every server does the same work per image).
+* ``webapp-openvino``, ``webapp-openvino-bf16`` -- the fp32 model run by OpenVINO in fp32 and in bf16
+  (``--engine openvino``), when openvino is installed;
+* ``webapp-provenance``, ``webapp-provenance-openvino`` -- ONNX Runtime (OpenVINO) fp32 with the
+  provenance evidence on, as ``make serve`` runs it (the rows above turn it off, so that every server
+  does the same work per image; each pairs with ``webapp`` / ``webapp-openvino``).
 
 It prints a table (images/s and as a multiple of the baseline's, p50/p95/p99 latency, failures,
 peak RSS of the server's process tree, cold start, and the server's CPU time per image, a figure
@@ -19,6 +22,7 @@ every run's Locust CSV and server log, under ``runs/bench/results/<time>/``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -152,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         if "torchserve-grpc" in wanted:
             artefacts.grpc_stubs()
 
+    openvino = importlib.util.find_spec("openvino") is not None
+    if not openvino and {"webapp-openvino", "webapp-openvino-bf16", "webapp-provenance-openvino"} & set(wanted):
+        skipped.append("webapp-openvino rows: openvino is not installed (pip install openvino)")
     rows: list[Row] = []
     failed: list[str] = []
     torchserve_done = False
@@ -160,11 +167,20 @@ def main(argv: list[str] | None = None) -> int:
             if name == "baseline":
                 rows += measure(servers.baseline(checkpoint, settings.threads), settings, results)
             elif name == "webapp":
-                rows += measure(servers.webapp("webapp", onnx_model, settings.threads), settings, results)
+                spec = servers.webapp("webapp", onnx_model, settings.threads, engine="onnxruntime")
+                rows += measure(spec, settings, results)
             elif name == "webapp-int8" and int8 is not None:
-                rows += measure(servers.webapp("webapp-int8", int8, settings.threads), settings, results)
-            elif name == "webapp-provenance":
-                spec = servers.webapp("webapp-provenance", onnx_model, settings.threads, provenance=True)
+                spec = servers.webapp("webapp-int8", int8, settings.threads, engine="onnxruntime")
+                rows += measure(spec, settings, results)
+            elif name in ("webapp-openvino", "webapp-openvino-bf16", "webapp-provenance-openvino") and not openvino:
+                continue
+            elif name in ("webapp-openvino", "webapp-openvino-bf16"):
+                precision = "bf16" if name.endswith("bf16") else "f32"
+                spec = servers.webapp(name, onnx_model, settings.threads, engine="openvino", precision=precision)
+                rows += measure(spec, settings, results)
+            elif name in ("webapp-provenance", "webapp-provenance-openvino"):
+                engine = "openvino" if name.endswith("openvino") else "onnxruntime"
+                spec = servers.webapp(name, onnx_model, settings.threads, provenance=True, engine=engine)
                 rows += measure(spec, settings, results)
             elif name in torchserve_wanted and store is not None and not torchserve_done:
                 # one TorchServe launch serves both its REST and its gRPC rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr
 
@@ -38,15 +38,19 @@ USER_CLASSES: dict[str, str] = {
 }
 
 
-ServerName = Literal["baseline", "torchserve", "torchserve-grpc", "webapp", "webapp-int8", "webapp-provenance"]
-SERVER_NAMES: tuple[ServerName, ...] = (
+ServerName = Literal[
     "baseline",
     "torchserve",
     "torchserve-grpc",
     "webapp",
     "webapp-int8",
+    "webapp-openvino",
+    "webapp-openvino-bf16",
     "webapp-provenance",
-)
+    "webapp-provenance-openvino",
+]
+#: every server, in the order make bench measures them
+SERVER_NAMES: tuple[ServerName, ...] = get_args(ServerName)
 
 
 class _Settings(ToolSettings):
@@ -120,8 +124,9 @@ class BenchSettings(ScenarioSettings):
     servers: list[ServerName] = Field(
         default_factory=lambda: list(SERVER_NAMES),
         description="which to measure, in this order (torchserve-grpc loads the same TorchServe over gRPC; "
-        "webapp-int8 only when an int8 model exists or can be built; webapp-provenance: fp32 with the provenance "
-        "evidence on, as make serve runs it; the other webapp rows turn it off to do the same work as the rest)",
+        "webapp-int8 only when an int8 model exists or can be built; webapp-openvino(-bf16) only when openvino is "
+        "installed; webapp-provenance(-openvino): ONNX Runtime (OpenVINO) fp32 with the provenance evidence on, as "
+        "make serve runs it; the other webapp rows turn it off to do the same work as the rest)",
     )
     users: int = Field(8, ge=1, description="concurrent Locust users against every server")
     duration: str = Field("40s", description="Locust run time per server")
@@ -157,6 +162,11 @@ class MicrobenchSettings(ToolSettings):
     checkpoint: Path | None = Field(None, description="a .pt to measure (default: Lite0 at 224 px, untrained head)")
     int8: Path | None = Field(None, description="an int8 .onnx (default: made with export/quantize.py if present)")
     no_int8: bool = Field(False, description="skip the int8 model")
+    agreement_run: Path | None = Field(
+        None,
+        description="a run folder: also compare OpenVINO fp32/bf16 with ONNX Runtime fp32 on its test split "
+        "(labels, largest P change; use with --checkpoint RUN/model.pt)",
+    )
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], description="batch sizes timed")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="intra-op threads")
     min_seconds: float = Field(1.5, gt=0, description="each timed run lasts at least this long")

@@ -2,17 +2,23 @@
 
 1. Forward-pass images/s at each batch size (default 1/8/32) for eager PyTorch (the default NCHW
    layout, and channels-last as :class:`detector.runtimes.torch_eager.TorchDetector` runs it), ONNX Runtime
-   fp32 and ONNX Runtime int8 (when ``export/quantize.py`` can make it or ``--int8`` names it), on
-   real preprocessed photos, with the share of this machine's FLOP peak each reaches
+   fp32 and ONNX Runtime int8 (when ``export/quantize.py`` can make it or ``--int8`` names it), OpenVINO
+   fp32 and bf16 on the same fp32 file (when openvino is installed), on
+   real preprocessed photos (the runtimes take turns run by run, so that other load weighs on all alike),
+   with the share of this machine's FLOP peak each reaches
    (:mod:`loadtests.peak`; the model's FLOPs per image counted by ``torch.utils.flop_counter``).
 2. The cost of the core's preprocessing (decode, EXIF, RGB, resize, normalise) of a 1024x1024 and
    a 4000x3000 JPEG, with and without Pillow's draft mode (``load_image(draft_size=...)``).
+3. With ``--agreement-run RUN`` (and ``--checkpoint RUN/model.pt``): OpenVINO fp32 and bf16 against ONNX
+   Runtime fp32 on the run's test split, judged as int8 is (``export.compare.compare_accuracy``): accuracy,
+   label agreement, largest change of a calibrated probability, ROC-AUC.
 
 Writes ``microbench.md`` and ``microbench.json`` into the work folder and prints the tables.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import statistics
@@ -28,6 +34,7 @@ from PIL import Image
 from pydantic_settings import CliApp
 
 from detector.preprocessing import PreprocessConfig, image_to_array, load_image, preprocess
+from detector.runtimes.base import Detector
 from loadtests import artefacts
 from loadtests.config import MicrobenchSettings
 from loadtests.images import ensure_images
@@ -54,18 +61,13 @@ class DecodeRow:
     full_ms: float
 
 
-def time_rate(run: Callable[[], object], items: int, min_seconds: float, repeats: int) -> float:
-    """Median over ``repeats`` timed runs of items/s; each run calls ``run`` for at least ``min_seconds``."""
-    run()
-    run()  # warm-up: first calls allocate memory and pick kernels
-    rates = []
-    for _ in range(repeats):
-        calls, started = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < min_seconds or calls < 2:
-            run()
-            calls += 1
-        rates.append(calls * items / elapsed)
-    return statistics.median(rates)
+def timed_rate(run: Callable[[], object], items: int, min_seconds: float) -> float:
+    """Items/s of one timed run: ``run`` called for at least ``min_seconds`` (and twice)."""
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < min_seconds or calls < 2:
+        run()
+        calls += 1
+    return calls * items / elapsed
 
 
 def model_flops(checkpoint: Path) -> float:
@@ -106,7 +108,54 @@ def runtimes(
     }
     if int8 is not None:
         found["ONNX Runtime int8"] = OnnxDetector(int8, threads=settings.threads).logits
+    for precision, engine in openvino_engines(onnx_model, settings.threads).items():
+        found[f"OpenVINO {precision}"] = engine.logits
     return found
+
+
+def openvino_engines(onnx_model: Path, threads: int) -> dict[str, Detector]:
+    """OpenVINO fp32 and bf16 on the fp32 file, when openvino is installed; none otherwise."""
+    if importlib.util.find_spec("openvino") is None:
+        return {}
+    from detector.runtimes.openvino_runtime import OpenVinoDetector
+
+    return {name: OpenVinoDetector(onnx_model, threads=threads, precision=name) for name in ("f32", "bf16")}
+
+
+def measure_agreement(run: Path, onnx_model: Path, threads: int) -> list[dict[str, object]]:
+    """OpenVINO fp32/bf16 against ONNX Runtime fp32 on the run's test split, as int8 is judged."""
+    from detector.runtimes.onnx_runtime import OnnxDetector
+    from export.compare import compare_accuracy
+    from export.images import split_images
+
+    images = split_images(run, "test")
+    reference = OnnxDetector(onnx_model, threads=threads)
+    rows = []
+    for precision, engine in openvino_engines(onnx_model, threads).items():
+        result = compare_accuracy(reference, engine, images)  # type: ignore[arg-type]
+        rows.append({"engine": f"OpenVINO {precision}", **asdict(result)})
+        print(f"[microbench] OpenVINO {precision} against ONNX Runtime fp32: {rows[-1]}", flush=True)
+    return rows
+
+
+def format_agreement(rows: list[dict[str, object]], run: Path) -> str:
+    lines = [
+        f"Against ONNX Runtime fp32 on the test split of {run} (each with the model's own temperature and threshold):",
+        "",
+        "| engine | images | accuracy (ONNX Runtime) | accuracy | change | label agreement | max \\|ΔP\\| "
+        "| ROC-AUC (ONNX Runtime) | ROC-AUC |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        fp32, other = float(row["fp32_accuracy"]), float(row["int8_accuracy"])  # type: ignore[arg-type]
+        aucs = [row["fp32_roc_auc"], row["int8_roc_auc"]]
+        auc_cells = " | ".join("-" if value is None else f"{float(value):.4f}" for value in aucs)  # type: ignore[arg-type]
+        lines.append(
+            f"| {row['engine']} | {row['n']} | {100 * fp32:.2f} % | {100 * other:.2f} % | {100 * (other - fp32):+.2f} "
+            f"points | {100 * float(row['agreement']):.2f} % | {float(row['max_probability_difference']):.2e} "  # type: ignore[arg-type]
+            f"| {auc_cells} |"
+        )
+    return "\n".join(lines)
 
 
 def sample_batch(images: list[Path], config: PreprocessConfig, size: int) -> np.ndarray:
@@ -123,10 +172,19 @@ def measure_models(
     images = ensure_images(settings.images, 20)
     flops = model_flops(checkpoint)
     rows = []
-    for name, run in runtimes(settings, checkpoint, onnx_model, int8).items():
-        for size in settings.batch_sizes:
-            batch = sample_batch(images, config, size)
-            rate = time_rate(lambda run=run, batch=batch: run(batch), size, settings.min_seconds, settings.repeats)
+    engines = runtimes(settings, checkpoint, onnx_model, int8)
+    for size in settings.batch_sizes:
+        batch = sample_batch(images, config, size)
+        for run in engines.values():  # warm-up: first calls allocate memory and pick kernels
+            run(batch)
+            run(batch)
+        rates: dict[str, list[float]] = {name: [] for name in engines}
+        # the runtimes take turns, run by run, so that load from other processes weighs on all alike
+        for _ in range(settings.repeats):
+            for name, run in engines.items():
+                rates[name].append(timed_rate(lambda run=run, batch=batch: run(batch), size, settings.min_seconds))
+        for name, values in rates.items():
+            rate = statistics.median(values)
             rows.append(ModelRow(name, size, rate, rate * flops / (peak.measured_gflops * 1e9)))
             print(f"[microbench] {name}, batch {size}: {rate:.1f} images/s", flush=True)
     return rows
@@ -214,10 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[microbench] {describe()}; {peak.describe()}", flush=True)
     model_rows = measure_models(settings, checkpoint, onnx_model, int8, peak)
     decode_rows = measure_decoding(settings, config)
+    agreement = []
+    if settings.agreement_run is not None:
+        agreement = measure_agreement(settings.agreement_run, onnx_model, settings.threads)
     flops = model_flops(checkpoint)
     text = f"{describe()}; model {checkpoint.name}\n\n" + format_tables(
         model_rows, decode_rows, flops, peak, settings.threads
     )
+    if agreement:
+        text += "\n\n" + format_agreement(agreement, settings.agreement_run)  # type: ignore[arg-type]
     print("\n" + text)
     if int8 is None:
         print("\n(no int8 model: export/quantize.py is not in this checkout; or pass --int8)")
@@ -230,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 "flops_per_image": flops,
                 "models": [asdict(row) for row in model_rows],
                 "preprocessing": [asdict(row) for row in decode_rows],
+                "agreement": agreement,
             },
             indent=2,
         )

@@ -47,14 +47,27 @@ class ServerSpec:
     stop_command: list[str] | None = None
 
 
-def webapp(name: str, model: Path, threads: int | None = None, *, provenance: bool = False) -> ServerSpec:
-    """``python -m serving --model X.onnx``: the web app with in-process ONNX Runtime.
+def webapp(
+    name: str,
+    model: Path,
+    threads: int | None = None,
+    *,
+    provenance: bool = False,
+    engine: str | None = None,
+    precision: str | None = None,
+) -> ServerSpec:
+    """``python -m serving --model X.onnx``: the web app with the model in process.
 
     ``provenance=False`` turns off its provenance evidence (``DETECTOR_PROVENANCE_ENABLED``), so it
     does the same work per image as the other servers: decode, resize, forward pass, decision.
+    ``engine`` and ``precision`` (``--engine``, ``--precision``): the web app's defaults unless given.
     """
     port = free_port()
     command = [sys.executable, "-m", "serving", "--model", str(model), "--port", str(port)]
+    if engine is not None:
+        command += ["--engine", engine]
+    if precision is not None:
+        command += ["--precision", precision]
     if threads is not None:
         command += ["--threads", str(threads)]
     env = {"DETECTOR_PROVENANCE_ENABLED": "true" if provenance else "false"}
