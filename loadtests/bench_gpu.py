@@ -4,7 +4,8 @@ For a GPU machine that has torch with CUDA, torchvision, timm, numpy and Pillow 
 Java. It installs nothing. What it prints (and writes as ``results.md`` / ``results.json`` into ``--output``):
 
 1. **model**: images/s of the forward pass alone (:class:`detector.runtimes.torch_cuda.CudaDetector`, inputs
-   already on the device) in fp32, bf16 autocast and bf16 ``torch.compile``d, each at batch 1, 32 and 256;
+   already on the device) in fp32, bf16 and fp16 autocast, and bf16 ``torch.compile``d, each at batch 1, 32
+   and 256;
 2. **decode**: images/s of the CPU path's preprocessing (Pillow, draft mode) in 1 and in all-cores processes,
    against the device path (:mod:`detector.gpu_preprocessing`): reading and checking the headers on the CPU,
    and nvJPEG decoding + resize + normalisation on the GPU, batches of 256;
@@ -256,7 +257,7 @@ def missing(modules: Sequence[str]) -> list[str]:
 def bench_model(report: Report, options: argparse.Namespace, deadline: float) -> None:
     from detector.runtimes.torch_cuda import CudaDetector
 
-    variants = [("fp32", False), ("bf16", False)] + ([("bf16", True)] if options.compile else [])
+    variants = [("fp32", False), ("bf16", False), ("fp16", False)] + ([("bf16", True)] if options.compile else [])
     for precision, compiled in variants:
         if compiled and deadline - time.monotonic() < options.compile_reserve:
             report.note("torch.compile skipped: too little of the time budget left (--budget)")
