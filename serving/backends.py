@@ -221,6 +221,8 @@ class OnnxBackend:
             size = self.detector.preprocess_config.input_size
             blank = {INPUT_NAME: np.zeros((1, 3, size, size), dtype=np.float32)}
             self.detector.session.run([OUTPUT_NAME], blank, self.shrink_arena)
+        elif hasattr(self.detector, "release_memory"):  # OpenVINO: its intermediate buffers
+            self.detector.release_memory()
         release_free_memory()
 
     async def close(self) -> None:

@@ -76,3 +76,15 @@ class OpenVinoDetector(Detector):
             raise NotImplementedError(f"{self.path} has no {CAM_NAME!r} output: re-export it with `make export`")
         outputs = self._run(batch)
         return np.array(outputs[OUTPUT_NAME], copy=True), np.array(outputs[CAM_NAME], copy=True)
+
+    def release_memory(self) -> bool:
+        """Hand the intermediate buffers back (the next forward pass allocates them again).
+
+        After a burst of batches of 8 they hold ~140 MB that malloc_trim alone does not return. OpenVINO
+        refuses while a forward pass runs (False then: the next quiet moment will do).
+        """
+        try:
+            self.compiled.release_memory()
+        except RuntimeError:
+            return False
+        return True
