@@ -109,6 +109,12 @@ def test_tuned_parameters_fill_in_unless_set_explicitly(tmp_path: Path) -> None:
     tuned = TrainSettings(data=tmp_path, params_file=params)
     assert (tuned.batch_size, tuned.dropout, tuned.learning_rate) == (4, 0.35, 1e-4)
     assert TrainSettings(data=tmp_path, params_file=params, batch_size=16).batch_size == 16
+    # a recipe file sits below the tuned values: --config recipe.json --params-file best_params.json
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"batch_size": 32, "dropout": 0.2, "epochs": 2}))
+    both = TrainSettings(data=tmp_path, config=recipe, params_file=params)
+    assert (both.batch_size, both.dropout, both.epochs) == (4, 0.35, 2)
+    assert TrainSettings(data=tmp_path, config=recipe, params_file=params, dropout=0.5).dropout == 0.5
 
 
 def test_tuning_study_persists_across_invocations(tmp_path: Path) -> None:

@@ -115,7 +115,10 @@ class TrainSettings(SharedWithEvaluation, DataSettings):
     @model_validator(mode="before")
     @classmethod
     def _apply_config_file(cls, data: Any) -> Any:
-        """A config file's values sit between the defaults and whatever the environment or flags set."""
+        """A config file's values sit between the defaults and the tuned parameters (``--params-file``),
+        which sit below whatever the environment or flags set: a recipe tuned by ``training.tune`` is
+        ``--config recipe.json --params-file best_params.json``.
+        """
         if isinstance(data, dict) and data.get("config"):
             path = Path(data["config"])
             if not path.is_file():
@@ -125,7 +128,11 @@ class TrainSettings(SharedWithEvaluation, DataSettings):
             unknown = sorted(set(saved) - set(cls.model_fields))
             if unknown:
                 raise ValueError(f"--config {path}: unknown settings {unknown}")
-            return {**saved, **data}
+            tuned = {}
+            if data.get("params_file"):
+                params = json.loads(Path(data["params_file"]).read_text())
+                tuned = {name: params[name] for name in TUNED_PARAMETERS if name in params}
+            return {**saved, **tuned, **data}
         return data
 
     @model_validator(mode="after")
