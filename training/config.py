@@ -105,7 +105,12 @@ class TrainSettings(SharedWithEvaluation, DataSettings):
     params_file: Path | None = Field(None, description="JSON of tuned parameters written by training.tune")
     evaluate: bool = Field(True, description="calibrate and evaluate on the test split after training")
     model_version: str | None = Field(None, description="version string stored in the checkpoint")
-    max_batches: int | None = Field(None, ge=1, description="stop each epoch after this many batches (smoke runs)")
+    max_batches: int | None = Field(
+        None,
+        ge=1,
+        description="stop each epoch's training after this many batches (smoke runs, quick tuning trials); "
+        "validation always covers the whole split",
+    )
     config: Path | None = Field(
         None,
         description="JSON of any of these settings (a recipe, or a run's config.json); "

@@ -137,7 +137,7 @@ def train(settings: TrainSettings, on_epoch_end: EpochCallback | None = None) ->
             max_batches=settings.max_batches,
             label_smoothing=settings.label_smoothing,
         )
-        val_loss, val_accuracy = validate(model, val_loader, device, settings.max_batches)
+        val_loss, val_accuracy = validate(model, val_loader, device)
         record = {
             "epoch": epoch,
             "train_loss": fit.loss,
@@ -215,11 +215,13 @@ def load_data(
     return samples, train_loader, val_loader
 
 
-def validate(
-    model: torch.nn.Module, loader: DataLoader, device: torch.device, max_batches: int | None
-) -> tuple[float, float]:
-    """The validation loss and accuracy (NaN without images)."""
-    logits, targets = predict_logits(model, loader, device, description="validate", max_batches=max_batches)
+def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """The validation loss and accuracy on the whole split (NaN without images).
+
+    Never cut short by ``max_batches``: the loader is not shuffled, so a prefix of it would be a few
+    sources only, and tuning trials that differ in batch size would be compared on different images.
+    """
+    logits, targets = predict_logits(model, loader, device, description="validate")
     accuracy = float((logits.argmax(1) == targets).mean()) if len(targets) else float("nan")
     return cross_entropy(logits, targets), accuracy
 
