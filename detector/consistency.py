@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from detector.calibration import UNSURE, Decision
-from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageSource, image_to_array, load_image
+from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageSource, PreprocessConfig, image_to_array, load_image
 from detector.reencode import center_crop, downscale, jpeg_recompress
 from detector.runtimes.base import Detector
 
@@ -29,8 +29,12 @@ VARIANTS: dict[str, Callable[[Image.Image], Image.Image]] = {
 
 def variant_arrays(detector: Detector, source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The model inputs of each variant of one image, in :data:`VARIANTS` order (decoded at full size)."""
-    image = load_image(source, max_pixels=max_pixels)
-    return np.stack([image_to_array(change(image), detector.preprocess_config) for change in VARIANTS.values()])
+    return variants_of(load_image(source, max_pixels=max_pixels), detector.preprocess_config)
+
+
+def variants_of(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """The model inputs of each variant of a decoded image, in :data:`VARIANTS` order."""
+    return np.stack([image_to_array(change(image), config) for change in VARIANTS.values()])
 
 
 def reconcile(decision: Decision, variants: list[Decision]) -> Decision:

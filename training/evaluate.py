@@ -33,7 +33,7 @@ from training.config import EvaluateSettings
 from training.data import read_manifest
 from training.engine import make_loader, predict_logits, resolve_device
 from training.logs import setup_logging
-from training.metrics import compute_metrics, format_group_table, format_report, group_table
+from training.metrics import compute_metrics, format_group_table, format_report, group_table, unsure_band
 from training.plots import save_plots
 
 log = logging.getLogger("training.evaluate")
@@ -97,7 +97,10 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
         test_targets, calibrated_probabilities(test_logits, 1.0), threshold, meta.classes
     )["ece"]
     metrics.update(
-        _unsure_band(test_targets, probabilities[:, ai], threshold, real_threshold, ai),
+        unsure_band(
+            [d.label for d in decide(probabilities, meta.classes, threshold, real_threshold)],
+            [meta.classes[t] for t in test_targets],
+        ),
         temperature=temperature,
         real_threshold=real_threshold,
         target_fpr=settings.target_fpr,
@@ -140,19 +143,6 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
     save_checkpoint(run_dir / "model.pt", checkpoint)
     log.info("calibrated model written to %s; reports in %s", run_dir / "model.pt", output)
     return metrics
-
-
-def _unsure_band(
-    targets: np.ndarray, p_ai: np.ndarray, threshold: float, real_threshold: float, ai: int
-) -> dict[str, float]:
-    """The share of images in the ``unsure`` band, and the accuracy of the verdicts outside it."""
-    called_ai, called_real = p_ai >= threshold, p_ai <= real_threshold
-    decided = called_ai | called_real
-    right = (called_ai & (targets == ai)) | (called_real & (targets != ai))
-    return {
-        "unsure": float(1 - decided.mean()),
-        "accuracy_outside_unsure": float(right[decided].mean()) if decided.any() else float("nan"),
-    }
 
 
 def _write_groups(

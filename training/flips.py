@@ -19,13 +19,14 @@ import numpy as np
 from pydantic import Field
 from tqdm import tqdm
 
-from detector.calibration import UNSURE, Decision
-from detector.consistency import VARIANTS, reconcile
+from detector.calibration import Decision
+from detector.consistency import VARIANTS, reconcile, variants_of
 from detector.preprocessing import ImageDecodeError, image_to_array, load_image
 from detector.runtimes import Detector, open_detector
 from detector.settings import ToolSettings, run_cli, tool_config
 from training.data import read_manifest
 from training.logs import setup_logging
+from training.metrics import unsure_band
 
 log = logging.getLogger("training.flips")
 
@@ -45,9 +46,7 @@ class FlipSettings(ToolSettings):
 def _decisions(detector: Detector, image: object) -> tuple[Decision, Decision]:
     """The verdict on ``image`` by the thresholds alone, and with the consistency check."""
     config = detector.preprocess_config
-    batch = np.stack(
-        [image_to_array(image, config)] + [image_to_array(change(image), config) for change in VARIANTS.values()]
-    )
+    batch = np.concatenate([image_to_array(image, config)[None], variants_of(image, config)])
     plain, *variants = detector.classify(batch)
     return plain, reconcile(plain, variants)
 
@@ -71,16 +70,11 @@ def measure(settings: FlipSettings) -> dict[str, dict[str, float]]:
             plain[name].append(without.label)
             checked[name].append(with_check.label)
     table: dict[str, dict[str, float]] = {}
-    truth_array = np.array(truth)
     for mode, labels in (("thresholds", plain), ("with consistency check", checked)):
         original = np.array(labels["original"])
-        decided = original != UNSURE
         table[mode] = {
             "images": len(original),
-            "unsure": float(np.mean(~decided)),
-            "accuracy_outside_unsure": float(np.mean(original[decided] == truth_array[decided]))
-            if decided.any()
-            else 0.0,
+            **unsure_band(original, truth),
             **{f"flips: {name}": float(np.mean(np.array(labels[name]) != original)) for name in VARIANTS},
         }
     return table

@@ -14,7 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from detector.calibration import decide
+from detector.calibration import UNSURE, decide
 from detector.labels import AI, CLASSES, class_index
 
 
@@ -143,3 +143,15 @@ def format_group_table(rows: Sequence[dict[str, Any]], title: str, width: int = 
             f"{cut(r['group']):<{width}}{r['label']:>6}{r['n']:>6}{r['accuracy']:>10.3f}{r['mean_p_ai']:>12.3f}"
         )
     return "\n".join(lines) + "\n"
+
+
+def unsure_band(verdicts: Sequence[str], truth: Sequence[str]) -> dict[str, float]:
+    """The share of verdicts that are ``unsure``, and the accuracy of the ``ai``/``real`` ones outside it."""
+    verdicts_array, truth_array = np.asarray(verdicts), np.asarray(truth)
+    decided = verdicts_array != UNSURE
+    return {
+        "unsure": float(1 - decided.mean()),
+        "accuracy_outside_unsure": float((verdicts_array[decided] == truth_array[decided]).mean())
+        if decided.any()
+        else float("nan"),
+    }
