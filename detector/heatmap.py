@@ -22,6 +22,10 @@ MAX_ALPHA = 0.6
 #: PNG's encoding grows with its area: ~0.3 ms at 32 px, ~1.5 ms at 64, ~90 ms at 224) and bytes; a
 #: browser stretches it smoothly over a preview of any size (python -m loadtests.heatmap_cost measures it)
 HEATMAP_SIDE = 32
+#: the overlay's colours: red for ``ai``; a light cyan for ``real``, bright enough to show over dark
+#: areas of a photo, where a pure blue (as dark as the shadows it lies on) could not be seen
+AI_COLOUR = (255, 40, 40)
+REAL_COLOUR = (0, 200, 255)
 
 
 def overlay_size(size: tuple[int, int], side: int = HEATMAP_SIDE) -> tuple[int, int]:
@@ -32,13 +36,11 @@ def overlay_size(size: tuple[int, int], side: int = HEATMAP_SIDE) -> tuple[int, 
 
 
 def heatmap_rgba(cam: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """An RGBA overlay of ``size`` (width, height): red for evidence of ``ai``, blue for ``real``."""
+    """An RGBA overlay of ``size`` (width, height): red for evidence of ``ai``, cyan for ``real``."""
     cam = np.asarray(cam, dtype=np.float32)
     scaled = np.clip(cam / max(float(np.abs(cam).max()), MIN_SCALE), -1.0, 1.0)
     rgba = np.zeros((*cam.shape, 4), dtype=np.uint8)
-    rgba[..., 0] = np.where(scaled > 0, 255, 40)
-    rgba[..., 1] = 40
-    rgba[..., 2] = np.where(scaled > 0, 40, 255)
+    rgba[..., :3] = np.where((scaled > 0)[..., None], AI_COLOUR, REAL_COLOUR)
     rgba[..., 3] = np.round(255 * MAX_ALPHA * np.abs(scaled)).astype(np.uint8)
     return Image.fromarray(rgba, mode="RGBA").resize(size, Image.Resampling.BICUBIC)
 

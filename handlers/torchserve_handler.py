@@ -16,7 +16,7 @@ consistency check, ``consistency: true`` in the model config, turns a verdict th
 of the image flips into ``unsure`` and says why).
 
 TorchServe's explanations API (``POST /explanations/{model}``) answers the same, plus ``heatmap``: the
-class activation map as a transparent PNG ``data:`` URI (red: evidence of ``ai``, blue: of ``real``)
+class activation map as a transparent PNG ``data:`` URI (red: evidence of ``ai``, cyan: of ``real``)
 to lay over the image (:mod:`detector.heatmap`); TorchServe routes those requests to
 :meth:`DetectorHandler.explain_handle`.
 

@@ -48,7 +48,7 @@ class ScanSettings(ToolSettings):
     explain: Path | None = Field(
         None,
         description="write a heatmap overlay PNG per image into this folder (at most 512 px a side; red: evidence "
-        "of AI generation, blue: of a real photo), linked from the HTML report",
+        "of AI generation, cyan: of a real photo), linked from the HTML report",
     )
     consistency: bool = Field(
         False,

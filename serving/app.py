@@ -70,7 +70,7 @@ class FileResult(BaseModel):
     heatmap: str | None = Field(
         None,
         description="with explain=true: a transparent PNG data: URI of the image's aspect ratio to stretch over it, "
-        "red where the model saw evidence of AI generation, blue where it saw evidence of a real photo",
+        "red where the model saw evidence of AI generation, cyan where it saw evidence of a real photo",
     )
     model_version: str | None = None
     time_ms: float | None = None

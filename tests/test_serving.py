@@ -188,7 +188,7 @@ def test_explain_adds_a_heatmap_png_of_the_image_shape(client: TestClient, expor
     assert (explained["label"], explained["p_ai"]) == (plain["label"], plain["p_ai"])
     heatmap = _png(explained["heatmap"])
     assert heatmap.mode == "RGBA" and heatmap.size == (32, 16)  # the image's 2:1 shape, to stretch over it
-    # the overlay is the model's class activation map: red where it points to ai, blue to real
+    # the overlay is the model's class activation map: red where it points to ai, cyan to real
     detector = OnnxDetector(exported_model)
     cam = detector.explain(detector.preprocess(wide)[None])[1][0]
     pixels = np.asarray(heatmap)
