@@ -13,7 +13,6 @@ machine both sides of a comparison meet the same disturbance, and the fastest ro
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -22,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from detector.heatmap import HEATMAP_SIDE, heatmap_data_uri, overlay_size
+from detector.settings import ToolSettings, run_cli, tool_config
 from loadtests.images import ensure_images
 from serving.backends import OnnxBackend
 from serving.config import ServeSettings
@@ -114,19 +115,29 @@ def table(costs: list[Cost]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.heatmap_cost", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("model_store/detector.onnx"), help="an exported .onnx")
-    parser.add_argument("--images", type=Path, help="a folder of photos (default: 8 generated 640x480 to 12 MP)")
-    parser.add_argument("--min-seconds", type=float, default=0.5, help="least time of each run in a round")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds per figure (the fastest is shown)")
-    args = parser.parse_args(argv)
+class HeatmapCostSettings(ToolSettings):
+    """The model and photos measured, and how long."""
+
+    model_config = tool_config("DETECTOR_HEATMAP_COST_", "python -m loadtests.heatmap_cost")
+
+    model: Path = Field(Path("model_store/detector.onnx"), description="an exported .onnx (with the cam output)")
+    images: Path | None = Field(None, description="a folder of photos (default: 8 generated 640x480 to 12 MP)")
+    min_seconds: float = Field(0.5, gt=0, description="least time of each run in a round")
+    rounds: int = Field(7, ge=1, description="rounds per figure (the fastest is shown)")
+
+
+def run(settings: HeatmapCostSettings) -> int:
+    """Print the table; exit 1 when a figure misses the target."""
     with tempfile.TemporaryDirectory() as scratch:
-        paths = ensure_images(args.images or Path(scratch), 8)
+        paths = ensure_images(settings.images or Path(scratch), 8)
         images = [path.read_bytes() for path in paths]
-    costs = measure(args.model, images, min_seconds=args.min_seconds, rounds=args.rounds)
+    costs = measure(settings.model, images, min_seconds=settings.min_seconds, rounds=settings.rounds)
     print(table(costs))
     return 0 if all(c.extra <= TARGET for c in costs) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(HeatmapCostSettings, run, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ SIZES = [(640, 480), (1024, 768), (1600, 1200), (2048, 1536), (4000, 3000)]
 
 
 class BenchSettings(ToolSettings):
-    model_config = tool_config(prog="python -m scan.benchmark", extra="forbid")
+    model_config = tool_config("DETECTOR_SCAN_BENCH_", "python -m scan.benchmark", extra="forbid")
 
     images: int = Field(300, ge=1, description="JPEGs in the benchmark folder")
     model: Path | None = Field(None, description=".onnx to measure (default: Lite0 at 224 px, untrained head)")
