@@ -7,7 +7,8 @@ NumPy only, never torch, so torch-free serving paths can import it.
 The pipeline is split in two steps because training augments the decoded image in between:
 
 1. :func:`load_image` -- decode (with JPEG draft mode), refuse oversized images before decoding
-   their pixels, apply the EXIF orientation, convert to RGB.
+   their pixels, apply the EXIF orientation, convert to RGB. :func:`decode_image` is the same decode,
+   saying at what scale the draft mode decoded, so others can reuse the pixels instead of decoding again.
 2. :func:`image_to_array` -- resize to ``input_size`` x ``input_size`` and normalise with the
    mean/std recorded in the checkpoint.
 
@@ -220,15 +221,44 @@ def load_image(
     ``max_pixels`` is checked against the header, before the pixels are decoded, so a
     decompression bomb costs nothing.
     """
+    return decode_image(source, draft_size=draft_size, max_pixels=max_pixels).image
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image as :func:`decode_image` decoded it: the image :func:`load_image` returns, and at what scale.
+
+    Whoever else reads the same file's pixels at that scale (the web app's provenance watermark check)
+    takes them from here instead of decoding the file once more.
+    """
+
+    #: upright and in RGB, exactly what :func:`load_image` returns
+    image: Image.Image
+    #: JPEG draft mode's reduction: 1 when every pixel was decoded, else 2, 4 or 8 (each side of the
+    #: stored image divided by it, rounded up)
+    scale: int = 1
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    draft_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedImage:
+    """:func:`load_image`, saying at what scale the JPEG draft mode decoded the image."""
     with _decoding(max_pixels):
         image = _checked(_open(source), max_pixels)
+        scale = 1
         if draft_size is not None and image.format == "JPEG":
-            image.draft("RGB", (draft_size, draft_size))
+            stored_width = image.size[0]
+            drafted = image.draft("RGB", (draft_size, draft_size))
+            if drafted is not None:  # (mode, (0, 0, stored width / scale, stored height / scale))
+                scale = round(stored_width / drafted[1][2])
         image.load()
         image = ImageOps.exif_transpose(image) or image
         if image.mode in _WIDE_MODES:
             image = _to_8_bit(image)
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return DecodedImage(image if image.mode == "RGB" else image.convert("RGB"), scale)
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:

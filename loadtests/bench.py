@@ -18,6 +18,10 @@ It prints a table (images/s and as a multiple of the baseline's, p50/p95/p99 lat
 peak RSS of the server's process tree, cold start, and the server's CPU time per image, a figure
 that other load on the machine disturbs far less than the wall-clock ones) and writes it, with
 every run's Locust CSV and server log, under ``runs/bench/results/<time>/``.
+
+``--rounds N`` measures the servers N times in turn (the order reversed every other round), and adds
+a summary: each server's median, and the provenance evidence's cost as evidence-on throughput over
+evidence-off throughput of the same round (by CPU time per image, and by images/s), round by round.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -56,6 +61,8 @@ class Row:
     #: server CPU time (all its processes, user + system) per answered image during the load
     cpu_ms_per_image: float
     note: str = ""
+    #: which of the ``--rounds`` measured it (1 when there is one)
+    round: int = 1
 
 
 def load(
@@ -112,23 +119,72 @@ def measure(
 
 
 def format_table(rows: list[Row]) -> str:
-    baseline = next((row for row in rows if row.server == "baseline"), None)
+    """One line per measurement; with several rounds, a first column says which (and CPU ms get a decimal)."""
+    rounds = max((row.round for row in rows), default=1) > 1
     lines = [
-        "| server | images/s | x baseline | p50 ms | p95 ms | p99 ms | failures | peak RSS MB | cold start s "
+        ("| round " if rounds else "")
+        + "| server | images/s | x baseline | p50 ms | p95 ms | p99 ms | failures | peak RSS MB | cold start s "
         "| CPU ms/image |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ("| ---: " if rounds else "") + "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
+        # each row against the baseline of its own round
+        baseline = next((r for r in rows if r.server == "baseline" and r.round == row.round), None)
         ratio = (
             f"{row.images_per_second / baseline.images_per_second:.2f}"
             if baseline and baseline.images_per_second
             else "-"
         )
+        cpu = f"{row.cpu_ms_per_image:.1f}" if rounds else f"{row.cpu_ms_per_image:.0f}"
         lines.append(
-            f"| {row.server} | {row.images_per_second:.1f} | {ratio} | {row.p50_ms:.0f} | {row.p95_ms:.0f} "
+            (f"| {row.round} " if rounds else "")
+            + f"| {row.server} | {row.images_per_second:.1f} | {ratio} | {row.p50_ms:.0f} | {row.p95_ms:.0f} "
             f"| {row.p99_ms:.0f} | {row.failures}/{row.requests} | {row.peak_rss_mb:.0f} | {row.cold_start_s:.1f} "
-            f"| {row.cpu_ms_per_image:.0f} |"
+            f"| {cpu} |"
         )
+    return "\n".join(lines)
+
+
+#: (evidence on, evidence off): the servers that differ only by the provenance evidence
+EVIDENCE_PAIRS = (("webapp-provenance", "webapp"), ("webapp-provenance-openvino", "webapp-openvino"))
+
+
+def format_summary(rows: list[Row]) -> str:
+    """Over the rounds: each server's medians, and evidence-on throughput as a share of evidence-off, per round.
+
+    Throughput by CPU time is (CPU ms per image off) / (CPU ms per image on): what the same cores answer
+    with the evidence on, the figure that other load on the machine disturbs least; by images/s, the
+    wall-clock one. Each round's pair was measured back to back.
+    """
+    servers = list(dict.fromkeys(row.server for row in rows))
+    lines = [
+        "| server | rounds | median images/s | median CPU ms/image | CPU ms/image, round by round |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for server in servers:
+        mine = [row for row in rows if row.server == server]
+        lines.append(
+            f"| {server} | {len(mine)} | {statistics.median(r.images_per_second for r in mine):.1f} "
+            f"| {statistics.median(r.cpu_ms_per_image for r in mine):.1f} "
+            f"| {', '.join(f'{r.cpu_ms_per_image:.1f}' for r in mine)} |"
+        )
+    for on, off in EVIDENCE_PAIRS:
+        pairs = [
+            (row_on, row_off)
+            for row_on in rows
+            if row_on.server == on
+            for row_off in rows
+            if row_off.server == off and row_off.round == row_on.round
+        ]
+        if not pairs:
+            continue
+        by_cpu = [off_row.cpu_ms_per_image / on_row.cpu_ms_per_image for on_row, off_row in pairs]
+        by_wall = [on_row.images_per_second / off_row.images_per_second for on_row, off_row in pairs]
+        lines += [
+            "",
+            f"{on} / {off}, evidence-on throughput as a share of evidence-off: "
+            f"by CPU time per image {_shares(by_cpu)}; by images/s {_shares(by_wall)}",
+        ]
     return "\n".join(lines)
 
 
@@ -161,6 +217,65 @@ def main(argv: list[str] | None = None) -> int:
         skipped.append("webapp-openvino rows: openvino is not installed (pip install openvino)")
     rows: list[Row] = []
     failed: list[str] = []
+    for index in range(settings.rounds):
+        # every other round in reverse order, so that a trend in the machine's other load weighs on all alike
+        order = wanted if index % 2 == 0 else wanted[::-1]
+        where = results if settings.rounds == 1 else results / f"round-{index + 1}"
+        if settings.rounds > 1:
+            print(f"[bench] round {index + 1} of {settings.rounds}: {', '.join(order)}", flush=True)
+        measured = _measure_all(order, settings, where, checkpoint, onnx_model, int8, store, openvino, failed)
+        for row in measured:
+            row.round = index + 1
+        rows += measured
+
+    header = (
+        f"{describe()}; {settings.users} Locust users for {settings.duration} per server, one image per request, "
+        f"{len(list_images(settings.images))} photos from {settings.images}; model {checkpoint.name}"
+    )
+    table = format_table(rows)
+    if settings.rounds > 1:
+        table += "\n\n" + format_summary(rows)
+    print("\n" + header + "\n\n" + table)
+    notes = [f"skipped {line}" for line in skipped] + [f"FAILED {line.splitlines()[0]}" for line in failed]
+    for line in notes:
+        print(line)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "results.md").write_text(header + "\n\n" + table + "\n" + "".join(f"\n{note}" for note in notes))
+    (results / "results.json").write_text(
+        json.dumps(
+            {
+                "machine": describe(),
+                "settings": settings.model_dump(mode="json", exclude={"torchserve_token"}),
+                "rows": [asdict(row) for row in rows],
+                "skipped": skipped,
+                "failed": failed,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"\nresults, Locust CSVs and server logs in {results}")
+    return 0 if rows and not failed and not any(row.failures for row in rows) else 1
+
+
+def _shares(ratios: list[float]) -> str:
+    return f"{100 * statistics.median(ratios):.1f} % (median; rounds: {', '.join(f'{100 * r:.1f}' for r in ratios)})"
+
+
+def _measure_all(
+    wanted: list[str],
+    settings: BenchSettings,
+    results: Path,
+    checkpoint: Path,
+    onnx_model: Path,
+    int8: Path | None,
+    store: Path | None,
+    openvino: bool,
+    failed: list[str],
+) -> list[Row]:
+    """Each server of ``wanted`` in turn, in that order; a server that fails is added to ``failed``."""
+    rows: list[Row] = []
+    torchserve_wanted = {"torchserve", "torchserve-grpc"} & set(wanted)
     torchserve_done = False
     for name in wanted:
         try:
@@ -192,33 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as error:  # a server that did not start or answer: report it, measure the rest
             failed.append(f"{name}: {error}")
             print(f"[bench] {name} failed: {error}", file=sys.stderr, flush=True)
-
-    header = (
-        f"{describe()}; {settings.users} Locust users for {settings.duration} per server, one image per request, "
-        f"{len(list_images(settings.images))} photos from {settings.images}; model {checkpoint.name}"
-    )
-    table = format_table(rows)
-    print("\n" + header + "\n\n" + table)
-    notes = [f"skipped {line}" for line in skipped] + [f"FAILED {line.splitlines()[0]}" for line in failed]
-    for line in notes:
-        print(line)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "results.md").write_text(header + "\n\n" + table + "\n" + "".join(f"\n{note}" for note in notes))
-    (results / "results.json").write_text(
-        json.dumps(
-            {
-                "machine": describe(),
-                "settings": settings.model_dump(mode="json", exclude={"torchserve_token"}),
-                "rows": [asdict(row) for row in rows],
-                "skipped": skipped,
-                "failed": failed,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nresults, Locust CSVs and server logs in {results}")
-    return 0 if rows and not failed and not any(row.failures for row in rows) else 1
+    return rows
 
 
 if __name__ == "__main__":

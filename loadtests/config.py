@@ -139,6 +139,14 @@ class BenchSettings(ScenarioSettings):
     )
     start_timeout: float = Field(180.0, gt=0, description="seconds a server may take to give its first answer")
     sample_interval: float = Field(0.2, gt=0, description="seconds between memory samples of the server")
+    rounds: int = Field(
+        1,
+        ge=1,
+        description="measure the servers this many times, in turn, the order reversed every other round (so that "
+        "other load on the machine weighs on all alike); with more than one, a summary gives each server's median "
+        "and, for each evidence pair (webapp-provenance / webapp, webapp-provenance-openvino / webapp-openvino), "
+        "evidence-on throughput as a share of evidence-off, round by round",
+    )
 
 
 class BaselineSettings(ToolSettings):
@@ -150,6 +158,21 @@ class BaselineSettings(ToolSettings):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8001, ge=0, le=65535)
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's, all cores)")
+
+
+class EvidenceCostSettings(ToolSettings):
+    """``python -m loadtests.evidence_cost``: where the provenance evidence's time goes, by kind of file."""
+
+    model_config = tool_config(ENV_PREFIX + "EVIDENCE_", "python -m loadtests.evidence_cost", cli_avoid_json=True)
+
+    images: list[Path] = Field(
+        default_factory=lambda: [BENCH_DIR / "images"],
+        description="folders of images (searched recursively) or single files; default: the benchmark's 20 photos",
+    )
+    sample: int | None = Field(None, ge=1, description="at most this many files from each folder, drawn at random")
+    seed: int = Field(0, description="seed of the draw")
+    repeats: int = Field(3, ge=1, description="timed runs per file and way; the median is kept")
+    input_size: int = Field(224, ge=8, description="the model's input size, which its draft-mode decode aims at")
 
 
 class MicrobenchSettings(ToolSettings):

@@ -2,7 +2,9 @@
 
 ``inspect(data)`` reads C2PA manifests (Content Credentials, validated with ``c2pa-python``),
 Stable Diffusion's invisible watermark (``invisible-watermark``), generator settings in text
-chunks (AUTOMATIC1111, ComfyUI, ...), EXIF and XMP, and returns a list of :class:`Evidence`.
+chunks (AUTOMATIC1111, ComfyUI, ...), EXIF and XMP, and returns a list of :class:`Evidence`;
+``inspect(data, settings, decoded)`` reads the pixels of a decode the caller already made (the web
+app's model's) where it can, instead of decoding the file again (``reads_pixels`` says where).
 ``combine(evidence, decision)`` applies the documented rule (:mod:`provenance.verdict`): strong
 evidence decides, otherwise the model does.  Built on the core (``detector``), which never imports it.
 
@@ -13,7 +15,7 @@ evidence decides, otherwise the model does.  Built on the core (``detector``), w
 
 from provenance.config import ProvenanceSettings
 from provenance.evidence import NEUTRAL, Evidence
-from provenance.inspection import inspect
+from provenance.inspection import inspect, reads_pixels
 from provenance.verdict import Verdict, combine
 
-__all__ = ["NEUTRAL", "Evidence", "ProvenanceSettings", "Verdict", "combine", "inspect"]
+__all__ = ["NEUTRAL", "Evidence", "ProvenanceSettings", "Verdict", "combine", "inspect", "reads_pixels"]

@@ -13,27 +13,31 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+from detector.preprocessing import DecodedImage
 from provenance import camera, content_credentials, generators, metadata, watermark, xmp
 from provenance.config import ProvenanceSettings, default_settings
 from provenance.evidence import INSPECTION, NEUTRAL, Evidence
 
 log = logging.getLogger(__name__)
 
-Check = Callable[[bytes, ProvenanceSettings], list[Evidence]]
+#: ``(data, settings, decoded)``: the file's bytes, the settings, and the file as already decoded (or None)
+Check = Callable[[bytes, ProvenanceSettings, DecodedImage | None], list[Evidence]]
 
 #: shared by all callers; a check that overruns its budget keeps its thread until it returns
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="provenance")
 
 
-def _content_credentials(data: bytes, settings: ProvenanceSettings) -> list[Evidence]:
+def _content_credentials(
+    data: bytes, settings: ProvenanceSettings, decoded: DecodedImage | None = None
+) -> list[Evidence]:
     return content_credentials.check(data, settings.trust_anchors)
 
 
-def _watermark(data: bytes, settings: ProvenanceSettings) -> list[Evidence]:
-    return watermark.check(data, settings.watermark_max_pixels) if settings.watermark else []
+def _watermark(data: bytes, settings: ProvenanceSettings, decoded: DecodedImage | None = None) -> list[Evidence]:
+    return watermark.check(data, settings.watermark_max_pixels, decoded) if settings.watermark else []
 
 
-def _metadata(data: bytes, settings: ProvenanceSettings) -> list[Evidence]:
+def _metadata(data: bytes, settings: ProvenanceSettings, decoded: DecodedImage | None = None) -> list[Evidence]:
     """The header-only checks share one parse of the header."""
     meta = metadata.read(data)
     if meta is None:
@@ -52,10 +56,17 @@ CHECKS: tuple[tuple[str, Check], ...] = (
 )
 
 
-def inspect(data: bytes | bytearray | memoryview, settings: ProvenanceSettings | None = None) -> list[Evidence]:
+def inspect(
+    data: bytes | bytearray | memoryview,
+    settings: ProvenanceSettings | None = None,
+    decoded: DecodedImage | None = None,
+) -> list[Evidence]:
     """Every piece of provenance evidence in a file's bytes; never raises for a bad file.
 
     An empty list means the file says nothing about its origin (stripped, or never had any).
+    ``decoded``: the same file as a caller already decoded it (:func:`detector.preprocessing.decode_image`,
+    as the web app's model does); the checks that read pixels take them from it where its scale is the
+    one they need (:func:`reads_pixels`), instead of decoding the file again. The evidence is the same.
     """
     settings = settings or default_settings()
     data = bytes(data)
@@ -64,7 +75,7 @@ def inspect(data: bytes | bytearray | memoryview, settings: ProvenanceSettings |
     if len(data) > settings.max_bytes:
         return [Evidence(INSPECTION, f"File not inspected for provenance (over {settings.max_bytes:,} bytes)", NEUTRAL)]
     futures: list[tuple[str, Future[list[Evidence]]]] = [
-        (name, _POOL.submit(_safely, name, lambda c=check: c(data, settings))) for name, check in CHECKS
+        (name, _POOL.submit(_safely, name, lambda c=check: c(data, settings, decoded))) for name, check in CHECKS
     ]
     wait([future for _, future in futures], timeout=settings.time_budget)
     found: list[Evidence] = []
@@ -75,6 +86,16 @@ def inspect(data: bytes | bytearray | memoryview, settings: ProvenanceSettings |
             future.cancel()
             found.append(Evidence(INSPECTION, f"{name}: not checked within {settings.time_budget:g} s", NEUTRAL))
     return found
+
+
+def reads_pixels(decoded: DecodedImage, settings: ProvenanceSettings | None = None) -> bool:
+    """Whether :func:`inspect` may read this decoded image instead of decoding the file: worth keeping until it runs.
+
+    Only the watermark check reads pixels, at full size or (4:2:0 JPEGs) at half scale, and only of files
+    within its pixel cap; anything else a caller decoded is of no use here and need not be held.
+    """
+    settings = settings or default_settings()
+    return settings.enabled and settings.watermark and watermark.reads(decoded, settings.watermark_max_pixels)
 
 
 def _safely(name: str, check: Callable[[], list[Evidence]]) -> list[Evidence]:

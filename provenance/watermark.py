@@ -33,7 +33,7 @@ from math import comb
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
-from detector.preprocessing import ImageDecodeError, load_image
+from detector.preprocessing import DecodedImage, ImageDecodeError, load_image
 from provenance.evidence import AI, NEUTRAL, SD_WATERMARK, Evidence
 
 #: the SDXL message: ``WATERMARK_MESSAGE`` of Stability AI's ``sgm`` and of diffusers' SDXL watermarker
@@ -130,10 +130,18 @@ def block_votes(bgr: np.ndarray) -> np.ndarray:
 
 
 def bits_from_votes(votes: np.ndarray, length: int) -> np.ndarray:
-    """The ``length``-bit message the library's decoder reads from these votes: block n votes for bit n % length."""
-    bit_of_block = np.arange(len(votes)) % length
-    totals = np.bincount(bit_of_block, weights=votes, minlength=length)
-    counts = np.bincount(bit_of_block, minlength=length)
+    """The ``length``-bit message the library's decoder reads from these votes: block n votes for bit n % length.
+
+    The votes (0 or 1, any dtype) are counted per bit in rows of ``length`` blocks, in integers: the same
+    totals as the library's per-bit sums, without its float weights.
+    """
+    votes = np.asarray(votes) != 0
+    whole = len(votes) // length * length
+    totals = np.count_nonzero(votes[:whole].reshape(-1, length), axis=0).astype(np.int64)
+    rest = votes[whole:]
+    totals[: len(rest)] += rest
+    counts = np.full(length, len(votes) // length, dtype=np.int64)
+    counts[: len(rest)] += 1
     return (totals / counts * 255 > 127).astype(np.uint8)
 
 
@@ -163,19 +171,18 @@ def _votes_from_u(u: np.ndarray) -> np.ndarray:
     (elementwise maxima of whole planes: far faster in NumPy than a reduction over 16-element rows).
     """
     block_rows, block_cols = u.shape[0] // BLOCK, u.shape[1] // BLOCK
-    rows = np.ascontiguousarray(u[: block_rows * BLOCK, : block_cols * BLOCK]).reshape(
-        block_rows, BLOCK, block_cols, BLOCK
-    )
+    # a strided view (splitting both axes needs no copy)
+    rows = u[: block_rows * BLOCK, : block_cols * BLOCK].reshape(block_rows, BLOCK, block_cols, BLOCK)
     lower = np.maximum(np.maximum(rows[:, 1], rows[:, 2]), rows[:, 3])  # (block_rows, block_cols, 4)
     largest = np.maximum(
         np.maximum(np.maximum(lower[..., 0], lower[..., 1]), np.maximum(lower[..., 2], lower[..., 3])),
         np.maximum(np.maximum(rows[:, 0, :, 1], rows[:, 0, :, 2]), rows[:, 0, :, 3]),
     ).ravel()
     # (2 * U) % 36 > 18, in integers: U % 18 > 9; blocks in row-major order, as the library visits them
-    return (largest % (int(U_SCALE) // 2) > int(U_SCALE) // 4).astype(np.float64)
+    return largest % (int(U_SCALE) // 2) > int(U_SCALE) // 4
 
 
-def half_scale_bit_errors(image: Image.Image) -> dict[Message, int]:
+def half_scale_bit_errors(image: Image.Image, half: Image.Image | None = None) -> dict[Message, int]:
     """Bit errors of each message as read from a JPEG decoded at half scale (an opened, unloaded image).
 
     The Haar approximation band that the decoder reads is twice the 2x2 average of the U channel,
@@ -183,12 +190,20 @@ def half_scale_bit_errors(image: Image.Image) -> dict[Message, int]:
     stores its chroma at exactly that scale, so nothing is upsampled): the same votes, read from a
     quarter of the pixels without the full-size decode.  Not bit-exact with the library's decoder, so
     it only rules images out; the full decode decides.
+
+    ``half``: the same file already decoded at half scale, in RGB (the web app's model decodes many
+    photos at that scale: :class:`~detector.preprocessing.DecodedImage` with ``scale`` 2); it is read
+    instead of decoding the file again.
     """
     import cv2
 
     width, height = image.size
-    image.draft("RGB", ((width + 1) // 2, (height + 1) // 2))
-    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    if half is None or half.size != ((width + 1) // 2, (height + 1) // 2):
+        # Pillow's draft picks the largest reduction that keeps both sides at least this large: half of
+        # each side rounded down, so that odd sizes get half scale too (rounded up, they got the full size)
+        image.draft("RGB", (max(1, width // 2), max(1, height // 2)))
+        half = image
+    rgb = np.asarray(half if half.mode == "RGB" else half.convert("RGB"))
     # the approximation band of the full-size image is (height // 4 * 2) x (width // 4 * 2)
     u = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)[: height // 4 * 2, : width // 4 * 2, 1]
     votes = _votes_from_u(u)
@@ -231,19 +246,36 @@ def _is_420_upright(image: Image.Image) -> bool:
     )
 
 
-def _rules_out_at_half_scale(image: Image.Image) -> bool:
+def _rules_out_at_half_scale(image: Image.Image, decoded: DecodedImage | None) -> bool:
     """A 4:2:0 JPEG whose half-scale read is far from every message."""
     if not _is_420_upright(image):
         return False
-    errors = half_scale_bit_errors(image)
+    half = decoded.image if decoded is not None and decoded.scale == 2 else None
+    errors = half_scale_bit_errors(image, half)
     return all(errors[message] > HALF_SCALE_MAX_ERRORS[message] for message in MESSAGES)
 
 
-def check(data: bytes, max_pixels: int) -> list[Evidence]:
+def reads(decoded: DecodedImage, max_pixels: int) -> bool:
+    """Whether :func:`check` may read these pixels of a file instead of decoding it (so they are worth keeping).
+
+    The full-size decode (``scale`` 1) or the half-scale read of a 4:2:0 JPEG (2), of a file within
+    ``max_pixels``; the smallest stored size that decodes to this size is the one held to the cap.
+    """
+    if decoded.scale not in (1, 2):
+        return False
+    width, height = decoded.image.size
+    least = ((width - 1) * decoded.scale + 1) * ((height - 1) * decoded.scale + 1)
+    return least <= max_pixels
+
+
+def check(data: bytes, max_pixels: int, decoded: DecodedImage | None = None) -> list[Evidence]:
     """Strong ``ai`` evidence when the image carries a Stable Diffusion watermark; nothing otherwise.
 
     The image is decoded at full size only where a mark can be: not when its header rules the mark
-    out, nor when a 4:2:0 JPEG's half-scale read is far from every message.
+    out, nor when a 4:2:0 JPEG's half-scale read is far from every message.  ``decoded``: the same
+    file as the web app's model decoded it (:func:`detector.preprocessing.decode_image`); where its
+    scale is the one a step needs (2 for the half-scale read, 1 for the full decode), its pixels are
+    read instead of decoding the file again, with the same result.
     """
     try:
         image = _open(data)
@@ -258,17 +290,20 @@ def check(data: bytes, max_pixels: int) -> list[Evidence]:
         if width * height > max_pixels:
             return _not_checked(max_pixels)
         try:
-            if _rules_out_at_half_scale(image):
+            if _rules_out_at_half_scale(image, decoded):
                 return []
         except Exception:  # noqa: BLE001 - a file that fails here fails the full decode too, or gets it
             pass
-    try:
-        decoded = load_image(data, max_pixels=max_pixels)
-    except ImageDecodeError:
+    if decoded is not None and decoded.scale == 1:
+        full = decoded.image  # what load_image(data) returns: the model decoded every pixel already
+    else:
+        try:
+            full = load_image(data, max_pixels=max_pixels)
+        except ImageDecodeError:
+            return []
+    if full.width * full.height < MIN_PIXELS:
         return []
-    if decoded.width * decoded.height < MIN_PIXELS:
-        return []
-    bgr = np.ascontiguousarray(np.asarray(decoded)[:, :, ::-1])
+    bgr = np.ascontiguousarray(np.asarray(full)[:, :, ::-1])
     found = [(message, errors) for message, errors in bit_errors(bgr).items() if errors <= message.max_errors]
     return [
         Evidence(

@@ -33,8 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector import __version__
 from detector.preprocessing import ImageDecodeError, load_image
-from provenance import ProvenanceSettings
-from serving.backends import Backend, BackendUnavailable, Prediction, create_backend
+from provenance import ProvenanceSettings, reads_pixels
+from serving.backends import Backend, BackendUnavailable, OnnxBackend, Prediction, create_backend
 from serving.config import ServeSettings
 from serving.errors import error_response
 from serving.evidence import EvidenceItem, weigh
@@ -199,6 +199,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backend = create_backend(settings)
         app.state.upload_budget.release = app.state.backend.release_memory
+        if isinstance(app.state.backend, OnnxBackend):
+            # decode each upload once: the model's decode is handed on to the evidence where it reads those pixels
+            app.state.backend.keep_decoded = lambda decoded: reads_pixels(decoded, app.state.provenance)
         log.info("serving model %s with the %s backend", app.state.backend.version, settings.backend)
         yield
         await app.state.backend.close()
@@ -361,15 +364,16 @@ async def _classify(
         (_result(name, prediction, version), data)
         for (name, data), prediction in zip(uploads, predictions, strict=True)
     ]
-    # evidence the backend already weighed (TorchServe's handler) is taken as it is; the rest is read here
+    # evidence the backend already weighed (TorchServe's handler) is taken as it is; the rest is read here,
+    # from the model's own decode of the file where the backend handed it on (Prediction.decoded)
     to_weigh = []
     for (result, data), prediction in zip(classified, predictions, strict=True):
         if result.error is None and prediction.provenance is not None:
             _set_provenance(result, **prediction.provenance)
         elif result.error is None:
-            to_weigh.append((result, data))
-    verdicts = await weigh([(data, str(result.label)) for result, data in to_weigh], provenance)
-    for (result, _), verdict in zip(to_weigh, verdicts, strict=True):
+            to_weigh.append((result, data, prediction.decoded))
+    verdicts = await weigh([(data, str(result.label), decoded) for result, data, decoded in to_weigh], provenance)
+    for (result, _, _), verdict in zip(to_weigh, verdicts, strict=True):
         _set_provenance(result, **verdict.to_dict())
     return classified
 

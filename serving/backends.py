@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ import onnxruntime as ort
 from detector.calibration import Decision
 from detector.consistency import check_consistency
 from detector.heatmap import heatmap_data_uri, overlay_size
-from detector.preprocessing import STATUS_FOR_REASON, ImageDecodeError, image_to_array, load_image
+from detector.preprocessing import STATUS_FOR_REASON, DecodedImage, ImageDecodeError, decode_image, image_to_array
 from detector.runtimes.base import Detector
 from detector.runtimes.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector, available_providers
 from serving.config import ServeSettings
@@ -51,6 +52,9 @@ class Prediction:
     provenance: dict[str, Any] | None = None
     #: the class activation map as a transparent PNG ``data:`` URI of the image's aspect ratio (``explain``)
     heatmap: str | None = None
+    #: the file as the model's preprocessing decoded it, handed on to the provenance checks that read pixels
+    #: so that they need not decode it again; only where they can use it (``OnnxBackend.keep_decoded``)
+    decoded: DecodedImage | None = None
 
 
 #: the answer fields of provenance.Verdict.to_dict(), as TorchServe's handler adds them
@@ -148,6 +152,9 @@ class OnnxBackend:
         self.limiter = anyio.CapacityLimiter(settings.inference_concurrency)
         self.shrink_arena = ort.RunOptions()
         self.shrink_arena.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        #: which decoded files to hand on with their predictions (:attr:`Prediction.decoded`) rather than drop
+        #: once resized: the web app keeps those its provenance checks would read (provenance.reads_pixels)
+        self.keep_decoded: Callable[[DecodedImage], bool] = _keep_none
 
     async def predict(
         self, files: list[bytes], *, explain: bool = False, consistency: bool = False
@@ -159,15 +166,19 @@ class OnnxBackend:
         config = self.detector.preprocess_config
         arrays: dict[int, np.ndarray] = {}
         sizes: dict[int, tuple[int, int]] = {}
+        kept: dict[int, DecodedImage] = {}
         spent: list[float] = []
         errors: dict[int, ImageDecodeError] = {}
         for index, data in enumerate(files):
             started = time.perf_counter()
             try:
-                # Detector.preprocess in two steps, to keep the decoded size the heatmap is drawn to
-                image = load_image(data, draft_size=config.input_size, max_pixels=self.max_pixels)
-                sizes[index] = image.size
-                arrays[index] = image_to_array(image, config)
+                # Detector.preprocess in two steps, to keep the decoded size the heatmap is drawn to, and the
+                # decoded image itself for the provenance checks where they read the same pixels
+                decoded = decode_image(data, draft_size=config.input_size, max_pixels=self.max_pixels)
+                sizes[index] = decoded.image.size
+                arrays[index] = image_to_array(decoded.image, config)
+                if self.keep_decoded(decoded):
+                    kept[index] = decoded
             except ImageDecodeError as error:
                 errors[index] = error
             spent.append(time.perf_counter() - started)
@@ -204,6 +215,7 @@ class OnnxBackend:
                 # a file's own decoding (and checks), plus the forward pass it shared with the others
                 time_ms=round(1000 * (spent[i] + (inference if i in decisions else 0.0)), 2),
                 heatmap=heatmaps.get(i),
+                decoded=kept.get(i),
             )
             for i in range(len(files))
         ]
@@ -227,6 +239,10 @@ class OnnxBackend:
 
     async def close(self) -> None:
         return None
+
+
+def _keep_none(decoded: DecodedImage) -> bool:
+    return False
 
 
 class TorchServeBackend:

@@ -2,7 +2,9 @@
 
 The checks run in worker threads, all files of a request at once; each file's checks are bounded
 by the provenance time budget (``DETECTOR_PROVENANCE_TIME_BUDGET``), so a hostile file delays its
-request by that much at worst and never fails it.
+request by that much at worst and never fails it.  Where the model's preprocessing already decoded
+a file at the scale a check reads (``Prediction.decoded``), the check reads those pixels instead of
+decoding the file again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal
 import anyio
 from pydantic import BaseModel
 
+from detector.preprocessing import DecodedImage
 from provenance import ProvenanceSettings, Verdict, combine, inspect
 
 
@@ -24,15 +27,15 @@ class EvidenceItem(BaseModel):
     strong: bool
 
 
-async def weigh(files: list[tuple[bytes, str]], settings: ProvenanceSettings) -> list[Verdict]:
-    """The verdict for each ``(bytes, model label)``: strong evidence decides, otherwise the model."""
+async def weigh(files: list[tuple[bytes, str, DecodedImage | None]], settings: ProvenanceSettings) -> list[Verdict]:
+    """The verdict for each ``(bytes, model label, decoded or None)``: strong evidence decides, otherwise the model."""
     verdicts: list[Verdict | None] = [None] * len(files)
 
-    async def one(index: int, data: bytes, label: str) -> None:
-        evidence = await anyio.to_thread.run_sync(inspect, data, settings) if settings.enabled else []
+    async def one(index: int, data: bytes, label: str, decoded: DecodedImage | None) -> None:
+        evidence = await anyio.to_thread.run_sync(inspect, data, settings, decoded) if settings.enabled else []
         verdicts[index] = combine(evidence, label)
 
     async with anyio.create_task_group() as group:
-        for index, (data, label) in enumerate(files):
-            group.start_soon(one, index, data, label)
+        for index, (data, label, decoded) in enumerate(files):
+            group.start_soon(one, index, data, label, decoded)
     return [verdict for verdict in verdicts if verdict is not None]

@@ -83,3 +83,39 @@ def test_short_soak_with_hostile_files_has_no_server_errors(exported_model: Path
     assert figures["server_errors"] == 0 and figures["server_alive"]
     assert figures["odd_files"] > 0 and figures["refused"] > 0 and figures["photos"] > 0
     assert "server errors   0" in result.stdout and "server memory" in result.stdout
+
+
+def test_bench_rounds_summary_gives_the_evidence_share_round_by_round() -> None:
+    from loadtests.bench import Row, format_summary, format_table
+
+    def row(server: str, round_: int, cpu: float, per_second: float) -> Row:
+        return Row(server, per_second, 100, 150, 200, 400, 0, 300, 1.0, cpu, round=round_)
+
+    rows = [
+        row("webapp-openvino", 1, 20.0, 50.0),
+        row("webapp-provenance-openvino", 1, 25.0, 40.0),
+        row("webapp-provenance-openvino", 2, 24.0, 45.0),
+        row("webapp-openvino", 2, 21.0, 50.0),
+    ]
+    table = format_table(rows)
+    assert table.splitlines()[2].startswith("| 1 | webapp-openvino |") and "| 25.0 |" in table
+    summary = format_summary(rows)
+    assert "| webapp-openvino | 2 | 50.0 | 20.5 | 20.0, 21.0 |" in summary
+    # by CPU: 20/25 = 80.0 % and 21/24 = 87.5 %, median 83.75; by images/s: 80.0 % and 90.0 %
+    assert "by CPU time per image 83.8 % (median; rounds: 80.0, 87.5)" in summary
+    assert "by images/s 85.0 % (median; rounds: 80.0, 90.0)" in summary
+    assert "webapp-provenance / webapp," not in summary  # no such pair measured
+
+
+def test_evidence_cost_groups_files_by_what_the_watermark_check_does(photos: Path, tmp_path: Path) -> None:
+    large = tmp_path / "large.jpg"
+    make_image("real", 9, (1024, 768)).save(large, quality=90)  # 4:2:0, decoded at half scale for the model
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtests.evidence_cost", "--images", str(photos), "--images", str(large)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "| no colour or under 256x256: nothing decoded | 4 |" in result.stdout
+    assert "| 4:2:0 JPEG, half-scale read; model at 1/2 (shared) | 1 |" in result.stdout
+    assert "| all files | 5 |" in result.stdout

@@ -15,6 +15,8 @@ from detector.preprocessing import (
     IMAGENET_STD,
     ImageDecodeError,
     PreprocessConfig,
+    decode_image,
+    image_to_array,
     load_image,
     preprocess,
 )
@@ -50,6 +52,32 @@ def test_same_tensor_from_bytes_path_file_and_training_dataset(tmp_path: Path) -
         assert target == 1
         for other in (from_path, from_file, from_dataset):
             np.testing.assert_array_equal(from_bytes, other)
+
+
+@pytest.mark.parametrize(
+    ("size", "fmt", "scale"),
+    [
+        ((4000, 3000), "JPEG", 8),
+        ((1600, 1200), "JPEG", 4),
+        ((1024, 768), "JPEG", 2),
+        ((1001, 751), "JPEG", 2),  # odd sides: halved and rounded up
+        ((400, 300), "JPEG", 1),
+        ((1024, 768), "PNG", 1),  # draft mode is JPEG's only
+    ],
+)
+def test_decode_image_is_load_image_and_says_its_scale(size: tuple[int, int], fmt: str, scale: int) -> None:
+    """The model's decode, handed on to others (the web app's provenance checks), is the decode load_image does,
+    and says at what scale JPEG draft mode made it."""
+    buffer = io.BytesIO()
+    make_image("real", 5, size).save(buffer, format=fmt, quality=90)
+    data = buffer.getvalue()
+    decoded = decode_image(data, draft_size=CONFIG.input_size)
+    assert decoded.scale == scale
+    assert decoded.image.size == ((size[0] + scale - 1) // scale, (size[1] + scale - 1) // scale)
+    loaded = load_image(data, draft_size=CONFIG.input_size)
+    np.testing.assert_array_equal(np.asarray(decoded.image), np.asarray(loaded))
+    np.testing.assert_array_equal(image_to_array(decoded.image, CONFIG), preprocess(data, CONFIG))
+    assert decode_image(data).scale == 1
 
 
 def test_exif_orientation_is_applied() -> None:

@@ -20,9 +20,10 @@ import pytest
 from corpus import hostile_corpus
 from fastapi.testclient import TestClient
 from helpers import make_image, run_module
-from PIL import Image
+from PIL import Image, ImageFile
 
 from detector.calibration import Decision
+from detector.preprocessing import decode_image
 from provenance import Evidence, ProvenanceSettings, combine, inspect, watermark
 from provenance.evidence import clean_text
 from provenance.watermark import (
@@ -207,6 +208,102 @@ def test_full_size_decode_only_where_a_mark_can_be(monkeypatch: pytest.MonkeyPat
         decoded.clear()
         assert [e.strong for e in watermark.check(data, cap)] == [True]
         assert decoded == [1]
+
+
+@pytest.mark.parametrize("size", [(389, 517), (517, 389), (640, 481)])
+def test_half_scale_read_of_odd_sizes_is_a_half_scale_read(size: tuple[int, int]) -> None:
+    """Odd-sized 4:2:0 JPEGs are read at half scale too: asking Pillow's draft for half of each side rounded up
+    decoded them at full size, read as if at half scale, so every mark that survived in them was ruled out."""
+    image = Image.open(io.BytesIO(files.txt2img_png(size, seed=1))).convert("RGB")
+    data = files.encode(image, "JPEG", quality=100, subsampling=2)
+    errors = half_scale_bit_errors(Image.open(io.BytesIO(data)))
+    assert errors[SD1] <= HALF_SCALE_MAX_ERRORS[SD1], errors
+    item = _only(watermark.check(data, ProvenanceSettings().watermark_max_pixels), "sd_watermark")
+    assert (item.points_to, item.strong) == ("ai", True)
+
+
+def _model_decode(data: bytes):  # noqa: ANN202 - DecodedImage
+    """The file as the web app's model decodes it (draft mode down to its 224 px input)."""
+    return decode_image(data, draft_size=224)
+
+
+def test_the_models_decode_is_read_instead_of_decoding_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the model decoded a file at the scale a watermark step reads (every pixel: PNGs and small JPEGs;
+    half scale: 4:2:0 JPEGs of 448-895 px on the short side), the check reads those pixels and decodes
+    nothing, with the same evidence; at another scale it decodes the file itself, as before."""
+    cap = ProvenanceSettings().watermark_max_pixels
+    loads: list[int] = []
+    real_load = watermark.load_image
+    monkeypatch.setattr(watermark, "load_image", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    decodes: list[int] = []
+    real_decode = ImageFile.ImageFile.load
+
+    def counting_decode(self):  # noqa: ANN001, ANN202
+        if self.tile:  # pixels still to decode
+            decodes.append(1)
+        return real_decode(self)
+
+    photo = make_image("real", 3, (640, 480))
+    cases = {
+        "marked PNG (model: every pixel)": (files.txt2img_png(), 1, True),
+        "marked 4:2:0 JPEG q100 (model: half scale)": (_txt2img_jpeg(100), 2, True),
+        "4:2:0 photo, 640x480 (model: half scale)": (files.encode(photo, "JPEG", quality=90), 2, False),
+        "4:2:0 photo, odd size (model: half scale)": (files.encode(photo.crop((0, 0, 639, 479)), "JPEG"), 2, False),
+    }
+    for name, (data, scale, marked) in cases.items():
+        decoded = _model_decode(data)
+        assert decoded.scale == scale, name
+        alone = watermark.check(data, cap)
+        loads.clear()
+        monkeypatch.setattr(ImageFile.ImageFile, "load", counting_decode)
+        try:
+            decodes.clear()
+            shared = watermark.check(data, cap, decoded)
+        finally:
+            monkeypatch.setattr(ImageFile.ImageFile, "load", real_decode)
+        assert shared == alone and bool(shared) == marked, name
+        # a marked 4:2:0 JPEG still gets its full decode (the model's is at half scale): the decisive read
+        assert loads == ([1] if marked and scale == 2 else []), name
+        assert decodes == ([1] if marked and scale == 2 else []), name
+    # the half-scale read from the model's pixels is the half-scale read
+    data = cases["4:2:0 photo, 640x480 (model: half scale)"][0]
+    assert half_scale_bit_errors(Image.open(io.BytesIO(data)), _model_decode(data).image) == half_scale_bit_errors(
+        Image.open(io.BytesIO(data))
+    )
+    # at a scale no step reads (a quarter), nothing is kept for the check, which decodes as before
+    large = files.encode(make_image("real", 4, (1600, 1200)), "JPEG", quality=90)
+    decoded = _model_decode(large)
+    assert decoded.scale == 4 and not watermark.reads(decoded, cap)
+    assert watermark.check(large, cap, decoded) == watermark.check(large, cap) == []
+
+
+def test_only_a_decode_the_checks_read_is_kept_for_them() -> None:
+    """The web app keeps the model's decode of a file until the evidence is read only where a check reads it."""
+    from provenance import reads_pixels
+
+    png = _model_decode(files.txt2img_png())
+    assert reads_pixels(png, ProvenanceSettings())
+    for settings in (
+        ProvenanceSettings(enabled=False),
+        ProvenanceSettings(watermark=False),
+        ProvenanceSettings(watermark_max_pixels=500 * 500),
+    ):
+        assert not reads_pixels(png, settings), settings
+    photo = make_image("real", 4, (4000, 3000))  # decoded at an eighth, over the pixel cap anyway
+    assert not reads_pixels(_model_decode(files.encode(photo, "JPEG")), ProvenanceSettings())
+
+
+def test_inspect_with_the_models_decode_gives_the_same_evidence() -> None:
+    for data in (
+        files.txt2img_png(),
+        files.watermarked_jpeg(quality=90),
+        _txt2img_jpeg(100),
+        _txt2img_jpeg(85),
+        files.a1111_png(),
+        files.camera_jpeg(),
+        files.stripped_jpeg(),
+    ):
+        assert inspect(data, decoded=_model_decode(data)) == inspect(data)
 
 
 def test_half_scale_read_of_unmarked_images_is_a_coin_flip() -> None:
@@ -470,6 +567,17 @@ def test_predict_answers_carry_evidence_and_verdict(client: TestClient, signed: 
     assert tampered["evidence"][0]["points_to"] == "neutral"
     assert photo["evidence"] == [] and photo["verdict"] == photo["label"] and photo["verdict_source"] == "model"
     assert "evidence" not in broken and broken["error"]["code"] == "not_an_image"
+
+
+def test_predict_decodes_each_upload_once(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The web app's model decodes a PNG at full size; the watermark check reads that decode, not the file again."""
+    full_decodes: list[int] = []
+    real_load = watermark.load_image
+    monkeypatch.setattr(watermark, "load_image", lambda *a, **k: full_decodes.append(1) or real_load(*a, **k))
+    response = client.post("/predict", files=[("files", ("txt2img.png", files.txt2img_png(), "image/png"))])
+    [result] = response.json()["results"]
+    assert [item["kind"] for item in result["evidence"] if item["strong"]] == ["sd_watermark"]
+    assert full_decodes == []
 
 
 def test_page_lists_the_evidence_under_the_verdict(client: TestClient, signed: bytes) -> None:
