@@ -12,7 +12,8 @@ The pipeline is split in two steps because training augments the decoded image i
 2. :func:`image_to_array` -- resize to ``input_size`` x ``input_size`` and normalise with the
    mean/std recorded in the checkpoint.
 
-:func:`preprocess` runs both.
+:func:`preprocess` runs both; :func:`preprocess_decoded` is the same, also handing back the decode it
+resized (the scanner and TorchServe's handler pass it on to the provenance checks that read those pixels).
 """
 
 from __future__ import annotations
@@ -288,4 +289,16 @@ def preprocess(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Bytes, a path or a file object in; the model's input for one image out."""
-    return image_to_array(load_image(source, draft_size=config.input_size, max_pixels=max_pixels), config)
+    return preprocess_decoded(source, config, max_pixels=max_pixels)[0]
+
+
+def preprocess_decoded(
+    source: ImageSource,
+    config: PreprocessConfig,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[np.ndarray, DecodedImage]:
+    """:func:`preprocess`, also returning the decode it resized (:func:`decode_image`), for whoever reads
+    the same pixels next (the provenance checks) instead of decoding the file again."""
+    decoded = decode_image(source, draft_size=config.input_size, max_pixels=max_pixels)
+    return image_to_array(decoded.image, config), decoded

@@ -57,7 +57,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from detector.calibration import Decision, calibrated_probabilities, decide
 from detector.consistency import check_consistency
 from detector.heatmap import heatmap_data_uri
-from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError
+from detector.preprocessing import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, preprocess_decoded
 from detector.runtimes import Detector, open_detector
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ class HandlerSettings(BaseModel):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest accepted width x height (413 beyond)")
     evidence: bool = Field(
         False,
-        description="add provenance evidence and the combined verdict to each answer (the watermark check "
-        "decodes each image at full size, ~15-25 ms per megapixel; the provenance package is in the archive)",
+        description="add provenance evidence and the combined verdict to each answer (the watermark check reads "
+        "the model's decode of an image where it is at the scale the check reads, else decodes the image again; "
+        "the provenance package is in the archive)",
     )
     consistency: bool = Field(
         False,
@@ -129,6 +130,9 @@ class PreparedBatch:
     errors: dict[int, ImageDecodeError] = field(default_factory=dict)
     #: each decodable image's bytes by position, kept only when evidence is read or consistency checked
     files: dict[int, bytes] = field(default_factory=dict)
+    #: the model's decode of an image by position, kept only where the evidence reads those pixels
+    #: (provenance.reads_pixels), until its answer is made; the watermark check then need not decode it again
+    decoded: dict[int, DecodedImage] = field(default_factory=dict)
 
 
 class DetectorHandler(BaseHandler):
@@ -185,7 +189,16 @@ class DetectorHandler(BaseHandler):
         for position, row in enumerate(data):
             try:
                 image = _image_bytes(row)
-                arrays.append(self.detector.preprocess(image, max_pixels=self.settings.max_pixels))
+                if self.settings.evidence:
+                    # the core's preprocessing in its two steps, to hand the decode on to the evidence
+                    array, decoded = preprocess_decoded(
+                        image, self.detector.preprocess_config, max_pixels=self.settings.max_pixels
+                    )
+                    if _evidence_reads(decoded):
+                        prepared.decoded[position] = decoded
+                else:
+                    array = self.detector.preprocess(image, max_pixels=self.settings.max_pixels)
+                arrays.append(array)
                 prepared.positions.append(position)
                 if self.settings.evidence or self.settings.consistency:
                     prepared.files[position] = image
@@ -253,7 +266,8 @@ class DetectorHandler(BaseHandler):
             if decision.reason is not None:
                 answer["reason"] = decision.reason
             if self.settings.evidence:
-                answer.update(_weigh_evidence(prepared.files[position], decision))
+                # the decode is let go as soon as its evidence is read
+                answer.update(_weigh_evidence(prepared.files[position], decision, prepared.decoded.pop(position, None)))
             answers.append(answer)
             self._count(LABEL_METRIC, "Label", decision.label)
         return answers
@@ -324,15 +338,23 @@ class DetectorHandler(BaseHandler):
         self.context.metrics.add_counter(metric, 1, None, dimensions)
 
 
-def _weigh_evidence(data: bytes, decision: Decision) -> dict[str, Any]:
+def _evidence_reads(decoded: DecodedImage) -> bool:
+    """Whether the provenance checks read this decode of a file (:func:`provenance.reads_pixels`): worth keeping."""
+    import provenance
+
+    return provenance.reads_pixels(decoded)
+
+
+def _weigh_evidence(data: bytes, decision: Decision, decoded: DecodedImage | None = None) -> dict[str, Any]:
     """``verdict``, ``verdict_source``, ``verdict_reason`` and ``evidence`` from :mod:`provenance`.
 
+    ``decoded``: the model's decode of the file, read by the checks instead of decoding it again.
     Imported here, not at the top: the provenance package (and its C2PA and OpenCV libraries) is only
     needed by archives that turn evidence on.
     """
     import provenance
 
-    return provenance.combine(provenance.inspect(data), decision).to_dict()
+    return provenance.combine(provenance.inspect(data, None, decoded), decision).to_dict()
 
 
 def _image_bytes(row: dict[str, Any]) -> bytes:

@@ -9,7 +9,8 @@ starts a private Ray instance on this machine.  On a cluster, run the same comma
 (or submit it with ``ray job submit``) with ``--address auto``, inputs and output on object storage
 (``s3://bucket/images/``, ``s3://bucket/reports/``) and the model file on a path every node can read;
 nothing else changes.  Decoding uses the same core preprocessing and the same scoring as the CLI, so
-results are identical file for file.
+results are identical file for file (the evidence, too, reads the model's decode of a file where it can,
+:func:`scan.scoring.prepare`).
 """
 
 from __future__ import annotations

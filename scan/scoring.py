@@ -24,9 +24,16 @@ import numpy as np
 from detector.calibration import Decision, calibrated_probabilities, decide
 from detector.consistency import reconcile, variant_arrays
 from detector.heatmap import overlay
-from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, load_image
+from detector.preprocessing import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    ImageDecodeError,
+    ImageSource,
+    load_image,
+    preprocess_decoded,
+)
 from detector.runtimes import Detector
-from provenance import Evidence, ProvenanceSettings, combine, inspect
+from provenance import Evidence, ProvenanceSettings, combine, inspect, reads_pixels
 
 #: report columns, in order
 COLUMNS = ("path", "label", "p_ai", "summary", "reason", "evidence", "heatmap", "model_version", "error")
@@ -114,6 +121,8 @@ def prepare(
 
     With evidence on, the file is read once and both the model and the provenance checks take its
     bytes; a file over the provenance size cap is decoded from its source instead (the checks refuse it).
+    The model's decode of the file is handed to the checks where they read those pixels
+    (:func:`provenance.reads_pixels`), so that they need not decode it again; the evidence is the same.
     """
     if provenance is None:
         return decode(detector, source, max_pixels), []
@@ -121,8 +130,26 @@ def prepare(
         data = _read(source, provenance.max_bytes + 1)
     except OSError as error:
         return error, []
-    whole = len(data) <= provenance.max_bytes
-    return decode(detector, data if whole else source, max_pixels), inspect(data, provenance)
+    if len(data) > provenance.max_bytes:
+        return decode(detector, source, max_pixels), inspect(data, provenance)
+    item, pixels = _decode_for_evidence(detector, data, max_pixels, provenance)
+    return item, inspect(data, provenance, pixels)
+
+
+def _decode_for_evidence(
+    detector: Detector, data: bytes, max_pixels: int, provenance: ProvenanceSettings
+) -> tuple[Decoded, DecodedImage | None]:
+    """:func:`decode`, and the decoded image where the provenance checks read it (else None: not kept).
+
+    The GPU path decodes on the device, later and in batches: nothing to hand on.
+    """
+    if getattr(detector, "preprocessor", None) is not None:
+        return decode(detector, data, max_pixels), None
+    try:
+        array, decoded = preprocess_decoded(data, detector.preprocess_config, max_pixels=max_pixels)
+    except (ImageDecodeError, OSError) as error:
+        return error, None
+    return array, decoded if reads_pixels(decoded, provenance) else None
 
 
 def failed(item: Decoded) -> bool:

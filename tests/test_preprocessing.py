@@ -19,6 +19,7 @@ from detector.preprocessing import (
     image_to_array,
     load_image,
     preprocess,
+    preprocess_decoded,
 )
 from training.data import ImageDataset, Sample
 
@@ -78,6 +79,11 @@ def test_decode_image_is_load_image_and_says_its_scale(size: tuple[int, int], fm
     np.testing.assert_array_equal(np.asarray(decoded.image), np.asarray(loaded))
     np.testing.assert_array_equal(image_to_array(decoded.image, CONFIG), preprocess(data, CONFIG))
     assert decode_image(data).scale == 1
+    # the same, in one call, for the scanner and TorchServe's handler to hand the decode on to the evidence
+    array, again = preprocess_decoded(data, CONFIG)
+    np.testing.assert_array_equal(array, preprocess(data, CONFIG))
+    assert again.scale == scale
+    np.testing.assert_array_equal(np.asarray(again.image), np.asarray(decoded.image))
 
 
 def test_exif_orientation_is_applied() -> None:

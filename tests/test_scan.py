@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -13,12 +14,14 @@ import numpy as np
 import pytest
 from helpers import make_image, run_module, write_dataset
 from PIL import Image
+from provenance_files import a1111_png, encode, txt2img_png
 
 from detector.calibration import decide
 from detector.consistency import VARIANTS, reconcile, variant_arrays
 from detector.heatmap import overlay
 from detector.preprocessing import load_image
 from detector.runtimes.onnx_runtime import OnnxDetector
+from provenance import combine, inspect
 
 
 @pytest.fixture
@@ -148,6 +151,7 @@ def test_usage_errors_exit_non_zero(exported_model: Path, tmp_path: Path) -> Non
 def test_ray_data_pipeline_gives_the_cli_results(folder: Path, exported_model: Path, tmp_path: Path) -> None:
     import pandas as pd
 
+    (folder / "ai" / "txt2img.png").write_bytes(txt2img_png())  # evidence that reads pixels (the SD watermark)
     _scan(str(folder), "--model", str(exported_model), "--output", str(tmp_path / "cli"), "--format", "csv")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run(
@@ -178,6 +182,9 @@ def test_ray_data_pipeline_gives_the_cli_results(folder: Path, exported_model: P
     np.testing.assert_allclose(
         ray_rows["p_ai"][answered].astype(float), cli_rows["p_ai"][answered].astype(float), atol=1e-6
     )
+    assert list(ray_rows["evidence"].fillna("")) == list(cli_rows["evidence"])
+    marked = ray_rows[ray_rows["path"].str.endswith("txt2img.png")]["evidence"].item()
+    assert "Stable Diffusion invisible watermark" in marked
     assert ray_rows["error"].notna().sum() == 2
 
 
@@ -250,3 +257,75 @@ def test_consistency_turns_a_verdict_that_flips_into_unsure(folder: Path, export
     flipped = checked[path.name]
     assert flipped["label"] == "unsure" and plain[path.name]["label"] in ("ai", "real")
     assert list(VARIANTS)[which] in flipped["reason"] and "changes when the image is re-saved" in flipped["reason"]
+
+
+#: the scanner's command line in a process that counts the pixel decodes Pillow does (its ImageFile.load with
+#: tiles still to decode), printed at the end: how often each file was decoded, by the model or the evidence
+COUNTING_SCAN = """
+import sys
+from PIL import ImageFile
+from scan.cli import main
+
+decodes = []
+load = ImageFile.ImageFile.load
+
+def counting(self):
+    if self.tile:
+        decodes.append(1)
+    return load(self)
+
+ImageFile.ImageFile.load = counting
+code = main(sys.argv[1:])
+print(f"pixel_decodes={len(decodes)}")
+sys.exit(code)
+"""
+
+
+def test_evidence_reads_the_models_decode_instead_of_decoding_again(exported_model: Path, tmp_path: Path) -> None:
+    """With evidence on, a file the model decodes at the scale the watermark check reads is decoded once: the
+    check reads the model's decode (every pixel of a PNG; half scale of a 4:2:0 JPEG whose shorter side is 2-4x
+    the model's input). The model's input is what it is with the evidence off, and the evidence what the file
+    alone gives (provenance.inspect)."""
+    detector = OnnxDetector(exported_model)
+    side = detector.preprocess_config.input_size  # draft mode decodes at the largest scale that keeps this size
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    marked = Image.open(io.BytesIO(txt2img_png((4 * side, 3 * side)))).convert("RGB")
+    files = {
+        "marked.png": txt2img_png(),  # model: every pixel; the mark's full decode reads it
+        "a1111.png": a1111_png(),  # the same, with generator settings in a text chunk
+        # model and check: half scale
+        "photo.jpg": encode(make_image("real", 3, (4 * side, 3 * side)), "JPEG", quality=90),
+        # the model's half-scale decode serves the check's half-scale read; the mark's full decode is its own
+        "marked_q100.jpg": encode(marked, "JPEG", quality=100, subsampling=2),
+        # model at a quarter, check at half scale: decoded by each
+        "big.jpg": encode(make_image("real", 4, (6 * side, 5 * side)), "JPEG", quality=90),
+    }
+    for name, data in files.items():
+        (photos / name).write_bytes(data)
+    script = tmp_path / "counting_scan.py"
+    script.write_text(COUNTING_SCAN)
+
+    def scan(output: str, *flags: str) -> tuple[dict[str, dict], int]:
+        args = [str(photos), "--model", str(exported_model), "--output", str(tmp_path / output), "--format", "jsonl"]
+        result = subprocess.run(
+            [sys.executable, str(script), *args, *flags], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        decodes = int(result.stdout.rsplit("pixel_decodes=", 1)[1].split()[0])
+        return {Path(r["path"]).name: r for r in _jsonl(tmp_path / f"{output}.jsonl")}, decodes
+
+    with_evidence, decodes_with = scan("evidence")
+    without, decodes_without = scan("plain", "--no-evidence")
+    assert decodes_without == len(files)
+    # only marked_q100.jpg's full decode and big.jpg's half-scale read are the evidence's own
+    # (6 decodes of its own before it read the model's)
+    assert decodes_with == len(files) + 2
+    for name, data in files.items():
+        row, plain = with_evidence[name], without[name]
+        decision = detector.classify(detector.preprocess(data)[None])[0]
+        assert row["p_ai"] == plain["p_ai"] == pytest.approx(decision.p_ai, abs=1e-6), name
+        assert row["evidence"] == combine(inspect(data), decision).summary(), name
+        assert plain["evidence"] == ""
+    for name in ("marked.png", "marked_q100.jpg"):
+        assert "Stable Diffusion invisible watermark" in with_evidence[name]["evidence"], name

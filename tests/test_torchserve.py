@@ -35,7 +35,7 @@ import yaml
 from corpus import hostile_corpus
 from helpers import make_image, run_module
 from PIL import Image
-from provenance_files import a1111_png
+from provenance_files import a1111_png, encode, txt2img_png
 from web_process import live_web_server, running_web_server
 
 from detector.calibration import Decision
@@ -45,6 +45,7 @@ from detector.labels import AI
 from detector.runtimes.onnx_runtime import OnnxDetector
 from detector.runtimes.torch_eager import TorchDetector
 from handlers.local_server import LocalTorchServe
+from provenance import combine, inspect
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5
@@ -383,6 +384,22 @@ def test_answers_carry_provenance_evidence(torchserve: TorchServe, images: list[
     assert any(item["kind"] == "generator_parameters" and item["strong"] for item in stamped["evidence"])
     plain = _predict(torchserve, images[0].read_bytes()).json()
     assert (plain["verdict"], plain["verdict_source"], plain["evidence"]) == (plain["label"], "model", [])
+
+
+def test_evidence_from_the_models_decode_is_the_files_own(
+    torchserve: TorchServe, exported_model: Path, tmp_path: Path
+) -> None:
+    """The handler hands the model's decode to the watermark check where the scales match (a PNG's every pixel,
+    a 4:2:0 JPEG's half scale): through a real TorchServe the answers are those of the file alone."""
+    detector = OnnxDetector(exported_model)
+    for data in _evidence_files(detector.preprocess_config.input_size).values():
+        answer = _predict(torchserve, data).json()
+        decision = detector.classify(detector.preprocess(data)[None])[0]
+        assert answer["p_ai"] == pytest.approx(decision.p_ai, abs=TOLERANCE), torchserve.log_tail()
+        expected = combine(inspect(data), decision).to_dict()
+        assert {key: answer[key] for key in expected} == expected
+    marked = _predict(torchserve, txt2img_png()).json()
+    assert [item["kind"] for item in marked["evidence"] if item["strong"]] == ["sd_watermark"]
 
 
 def test_web_app_with_the_torchserve_backend(
@@ -742,3 +759,60 @@ def test_serve_torchserve_without_java_says_so() -> None:
     )
     assert result.returncode != 0
     assert "TorchServe needs Java 17" in result.stderr
+
+
+def _evidence_files(side: int) -> dict[str, bytes]:
+    """Files whose evidence reads pixels, for a model of ``side`` px: decoded by the model at the scale the
+    watermark check reads (PNG: every pixel; 4:2:0 JPEG with its shorter side 2-4x ``side``: half scale), or not
+    (a 4:2:0 JPEG the model decodes at a quarter)."""
+    marked = Image.open(io.BytesIO(txt2img_png((4 * side, 3 * side)))).convert("RGB")
+    return {
+        "marked.png": txt2img_png(),
+        "settings.png": a1111_png(),
+        "photo.jpg": encode(make_image("real", 3, (4 * side, 3 * side)), "JPEG", quality=90),
+        "marked_q100.jpg": encode(marked, "JPEG", quality=100, subsampling=2),
+        "big.jpg": encode(make_image("real", 4, (6 * side, 5 * side)), "JPEG", quality=90),
+    }
+
+
+def test_handler_evidence_reads_the_models_decode(exported_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One handler batch with evidence on decodes a file once where the model's decode is at the scale the watermark
+    check reads; its answers are those with the evidence read from each file alone. With evidence off, no decode
+    is kept."""
+    from PIL import ImageFile
+
+    from handlers.torchserve_handler import DetectorHandler
+
+    decodes: list[int] = []
+    load = ImageFile.ImageFile.load
+
+    def counting(self):  # noqa: ANN001, ANN202 - Pillow's decode, counted where pixels are still to decode
+        if self.tile:
+            decodes.append(1)
+        return load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting)
+    detector = OnnxDetector(exported_model)
+    files = _evidence_files(detector.preprocess_config.input_size)
+    rows = [{"body": data} for data in files.values()]
+    answers = {}
+    for evidence in (False, True):
+        context = _Context(exported_model, explained=set(), evidence=evidence)
+        handler = DetectorHandler()
+        handler.initialize(context)
+        decodes.clear()
+        prepared = handler.preprocess(rows)
+        # kept for the evidence only where it reads them: not the quarter-scale decode of big.jpg
+        assert sorted(prepared.decoded) == ([0, 1, 2, 3] if evidence else [])
+        answers[evidence] = handler.postprocess((prepared, handler.inference(prepared)))
+        assert prepared.decoded == {}  # each let go once its evidence was read
+        # evidence on: only marked_q100.jpg's full decode and big.jpg's half-scale read are its own
+        # (6 decodes of its own before it read the model's)
+        assert len(decodes) == len(files) + (2 if evidence else 0)
+    for (name, data), plain, answer in zip(files.items(), answers[False], answers[True], strict=True):
+        decision = detector.classify(detector.preprocess(data)[None])[0]
+        assert answer["p_ai"] == plain["p_ai"] == pytest.approx(decision.p_ai, abs=TOLERANCE), name
+        expected = combine(inspect(data), decision).to_dict()
+        assert {key: answer[key] for key in expected} == expected, name
+        assert "evidence" not in plain
+    assert "sd_watermark" in [item["kind"] for item in answers[True][3]["evidence"]]
