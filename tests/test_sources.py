@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import FAST_TRAINING, run_module, write_dataset
 
-from training.data import discover, source_weights, split_by_source, split_samples
+from training.data import discover, read_manifest, source_weights, split_by_source, split_samples
 
 
 def write_sourced_dataset(root: Path, per_source: int = 4) -> Path:
@@ -88,6 +88,45 @@ def test_training_split_by_source_and_source_folds_predict_every_image_once_out_
     assert "| plain |" in (output / "summary.md").read_text()
     report = (output / "plain-fold0" / "evaluation" / "report.txt").read_text()
     assert "per source" in report and "per generator" in report
+
+
+def test_crosscalibration_scores_each_unseen_source_by_a_calibration_fitted_without_it(tmp_path: Path) -> None:
+    manifest = write_sourced_dataset(tmp_path / "data", per_source=3)
+    run_module(
+        "training.train",
+        "--data", str(manifest),
+        "--split-by", "source",
+        "--holdout-sources", "src/0,src/1,src/2",
+        "--val-fraction", "0.2",
+        "--epochs", "1",
+        "--no-pretrained",
+        "--no-evaluate",
+        "--output-dir", str(tmp_path / "runs"),
+        "--run-name", "src",
+        *FAST_TRAINING,
+    )  # fmt: skip
+    run = tmp_path / "runs" / "src"
+    printed = run_module("training.crosscalibrate", "--run", str(run), "--workers", "0", "--device", "cpu").stdout
+    report = json.loads((run / "evaluation" / "crosscalibration.json").read_text())
+    unseen = [s for s in read_manifest(run / "split.csv") if s.split != "train"]
+    assert {row["source"] for row in report["leave_one_source_out"]} == {s.source for s in unseen}
+    rows = report["rows"]
+    assert rows["each source fitted on all the others, measured on all unseen sources"]["images"] == len(unseen)
+    tested = rows["fitted on the validation sources, measured on the test sources"]
+    assert tested["images"] == sum(s.split == "test" for s in unseen) and tested["sources"] == 3
+    fitted = report["fitted_on_all_unseen_sources"]
+    assert fitted["temperature"] > 0 and 0 <= fitted["real_threshold"] <= fitted["threshold"] <= 1
+    assert "| fitted on the validation sources, measured on the test sources |" in printed
+    # where a source of the test split was trained on too (a random split), nothing is unseen: it says so
+    rows_of_split = list(csv.DictReader((run / "split.csv").open()))
+    trained = next(row for row in rows_of_split if row["split"] == "train")
+    trained["source"] = next(row["source"] for row in rows_of_split if row["split"] == "test")
+    with (run / "split.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows_of_split[0]))
+        writer.writeheader()
+        writer.writerows(rows_of_split)
+    refused = run_module("training.crosscalibrate", "--run", str(run), "--device", "cpu", returncode=2)
+    assert "--split-by source" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_train_refuses_holdout_sources_on_a_random_split(tmp_path: Path) -> None:

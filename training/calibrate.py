@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_curve
+
+from detector.calibration import calibrated_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +109,26 @@ def real_threshold_for_miss_rate(
         cut = ai_scores[allowed - 1]
         below = float(cut if allowed == len(ai_scores) or ai_scores[allowed] > cut else np.nextafter(cut, -np.inf))
     return float(np.clip(min(below, np.nextafter(threshold, -np.inf)), 0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What calibration puts in a checkpoint: the temperature and the two thresholds on P(ai)."""
+
+    temperature: float
+    threshold: float
+    real_threshold: float
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return calibrated_probabilities(logits, self.temperature)
+
+
+def fit_calibration(
+    logits: np.ndarray, labels: np.ndarray, target_fpr: float, target_miss_rate: float, ai_index: int = 0
+) -> Calibration:
+    """The temperature, then the ``ai`` threshold for ``target_fpr`` and the ``real`` one for ``target_miss_rate``."""
+    temperature = fit_temperature(logits, labels)
+    p_ai = calibrated_probabilities(logits, temperature)[:, ai_index]
+    threshold = threshold_for_fpr(p_ai, labels, target_fpr, ai_index=ai_index)
+    real_threshold = real_threshold_for_miss_rate(p_ai, labels, target_miss_rate, threshold, ai_index=ai_index)
+    return Calibration(temperature, threshold, real_threshold)

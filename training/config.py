@@ -171,6 +171,15 @@ class TuneSettings(TrainSettings):
     evaluate: bool = False
 
 
+class CrossCalibrateSettings(SharedWithEvaluation):
+    """``python -m training.crosscalibrate``: how a run's calibration carries over to sources it was not fitted on."""
+
+    model_config = tool_config(prog="python -m training.crosscalibrate")
+
+    run: Path = Field(description="run folder written by training.train --split-by source (or a checkpoint inside one)")
+    output: Path | None = Field(None, description="JSON report (default: <run>/evaluation/crosscalibration.json)")
+
+
 class EvaluateSettings(SharedWithEvaluation):
     """``python -m training.evaluate``: calibrate a checkpoint and write the test metrics and plots."""
 

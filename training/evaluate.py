@@ -22,15 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from detector.calibration import calibrated_probabilities, decide
 from detector.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from detector.labels import AI, class_index
+from detector.preprocessing import PreprocessConfig
 from detector.settings import run_cli
 from training.augment import PERTURBATIONS
-from training.calibrate import fit_temperature, real_threshold_for_miss_rate, threshold_for_fpr
-from training.config import EvaluateSettings
-from training.data import read_manifest
+from training.calibrate import fit_calibration
+from training.config import EvaluateSettings, SharedWithEvaluation
+from training.data import Sample, read_manifest
 from training.engine import make_loader, predict_logits, resolve_device
 from training.logs import setup_logging
 from training.metrics import compute_metrics, format_group_table, format_report, group_table, unsure_band
@@ -42,16 +44,39 @@ log = logging.getLogger("training.evaluate")
 SUMMARY_KEYS = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece", "unsure", "accuracy_outside_unsure")
 
 
-def _run_dir(path: Path) -> Path:
+def run_folder(path: Path) -> Path:
+    """The finished run folder ``path`` is or is in (a run folder, or a checkpoint inside one)."""
     run_dir = path.parent if path.is_file() else path
     if not (run_dir / "best.pt").is_file() or not (run_dir / "split.csv").is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished run folder (needs best.pt and split.csv)")
     return run_dir
 
 
+def split_logits(
+    model: torch.nn.Module,
+    samples: list[Sample],
+    split: str,
+    preprocess: PreprocessConfig,
+    settings: SharedWithEvaluation,
+    device: torch.device,
+    perturbation: str = "clean",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's logits and the targets of one split of a run's samples, optionally perturbed."""
+    loader = make_loader(
+        [s for s in samples if s.split == split],
+        preprocess,
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        shuffle=False,
+        augment=PERTURBATIONS[perturbation],
+        device=device,
+    )
+    return predict_logits(model, loader, device, description=f"{split} {perturbation}")
+
+
 def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
     """Calibrate ``best.pt`` of a run, evaluate it on the test split, write reports and ``model.pt``."""
-    run_dir = _run_dir(settings.run)
+    run_dir = run_folder(settings.run)
     output = settings.output or run_dir / "evaluation"
     output.mkdir(parents=True, exist_ok=True)
     device = resolve_device(settings.device)
@@ -62,26 +87,12 @@ def evaluate_run(settings: EvaluateSettings) -> dict[str, Any]:
     preprocess = meta.preprocess_config
 
     def logits_of(split: str, perturbation: str = "clean") -> tuple[np.ndarray, np.ndarray]:
-        subset = [s for s in samples if s.split == split]
-        loader = make_loader(
-            subset,
-            preprocess,
-            batch_size=settings.batch_size,
-            workers=settings.workers,
-            shuffle=False,
-            augment=PERTURBATIONS[perturbation],
-            device=device,
-        )
-        return predict_logits(model, loader, device, description=f"{split} {perturbation}")
+        return split_logits(model, samples, split, preprocess, settings, device, perturbation)
 
     val_logits, val_targets = logits_of("val")
-    temperature = fit_temperature(val_logits, val_targets)
     ai = class_index(AI, meta.classes)
-    val_probabilities = calibrated_probabilities(val_logits, temperature)
-    threshold = threshold_for_fpr(val_probabilities[:, ai], val_targets, settings.target_fpr, ai_index=ai)
-    real_threshold = real_threshold_for_miss_rate(
-        val_probabilities[:, ai], val_targets, settings.target_miss_rate, threshold, ai_index=ai
-    )
+    calibration = fit_calibration(val_logits, val_targets, settings.target_fpr, settings.target_miss_rate, ai)
+    temperature, threshold, real_threshold = calibration.temperature, calibration.threshold, calibration.real_threshold
     log.info(
         "calibration on %d validation images: temperature %.3f, threshold %.3f, real threshold %.3f",
         len(val_targets),
