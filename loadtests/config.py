@@ -175,6 +175,15 @@ class EvidenceCostSettings(ToolSettings):
     input_size: int = Field(224, ge=8, description="the model's input size, which its draft-mode decode aims at")
 
 
+class HalfScaleSettings(ToolSettings):
+    """``python -m loadtests.half_scale``: the model's answers with JPEGs decoded at half scale at most, and without."""
+
+    model_config = tool_config(ENV_PREFIX + "HALF_SCALE_", "python -m loadtests.half_scale", cli_avoid_json=True)
+
+    manifest: Path = Field(description="CSV with path,label columns (paths relative to its folder)")
+    model: Path = Field(ROOT / "model_store" / "detector.onnx", description="the exported model (make export)")
+
+
 class MicrobenchSettings(ToolSettings):
     """``python -m loadtests.microbench`` (``make microbench``): the bare model and the preprocessing, timed."""
 

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         handed_on = decoded if reads_pixels(decoded, provenance) else None
         model = cpu_ms(
-            lambda d=data: image_to_array(decode_image(d, draft_size=settings.input_size).image, config),
+            lambda d=data: image_to_array(decode_image(d, draft_size=settings.input_size).model_image, config),
             settings.repeats,
         )
         alone, shared = [], []

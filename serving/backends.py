@@ -175,8 +175,9 @@ class OnnxBackend:
                 # Detector.preprocess in two steps, to keep the decoded size the heatmap is drawn to, and the
                 # decoded image itself for the provenance checks where they read the same pixels
                 decoded = decode_image(data, draft_size=config.input_size, max_pixels=self.max_pixels)
-                sizes[index] = decoded.image.size
-                arrays[index] = image_to_array(decoded.image, config)
+                image = decoded.model_image
+                sizes[index] = image.size
+                arrays[index] = image_to_array(image, config)
                 if self.keep_decoded(decoded):
                     kept[index] = decoded
             except ImageDecodeError as error:

@@ -119,3 +119,28 @@ def test_evidence_cost_groups_files_by_what_the_watermark_check_does(photos: Pat
     assert "| no colour or under 256x256: nothing decoded | 4 |" in result.stdout
     assert "| 4:2:0 JPEG, half-scale read; model at 1/2 (shared) | 1 |" in result.stdout
     assert "| all files | 5 |" in result.stdout
+
+
+def test_half_scale_compares_the_models_answers_on_the_files_the_rule_changes(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    """Only 4:2:0 JPEGs within the cap that draft mode would reduce by 4 or more are read, both ways, by the model."""
+    side = 4 * 96  # the test model's input is 96 px: draft mode would take a quarter from here
+    rows = ["path,label"]
+    for index, (kind, subsampling) in enumerate([("ai", 2), ("real", 2), ("ai", 0)]):
+        image = make_image(kind, 30 + index, (side + 40, side))
+        image.save(tmp_path / f"{index}.jpg", quality=90, subsampling=subsampling)
+        rows.append(f"{index}.jpg,{kind}")
+    make_image("real", 40, (side // 2, side // 2)).save(tmp_path / "small.jpg", quality=90)
+    rows.append("small.jpg,real")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtests.half_scale", "--manifest", str(tmp_path / "manifest.csv"),
+         "--model", str(exported_model)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    assert result.stdout.startswith("2 JPEGs within 4.2 MP")  # the 4:4:4 one and the small one are not changed
+    assert "| half scale, then box-reduced |" in result.stdout
+    assert "verdicts (ai / unsure / real) agree" in result.stdout

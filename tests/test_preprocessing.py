@@ -11,6 +11,7 @@ from helpers import make_image
 from PIL import Image
 
 from detector.preprocessing import (
+    HALF_SCALE_MAX_PIXELS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDecodeError,
@@ -21,6 +22,7 @@ from detector.preprocessing import (
     preprocess,
     preprocess_decoded,
 )
+from provenance.config import ProvenanceSettings
 from training.data import ImageDataset, Sample
 
 CONFIG = PreprocessConfig()
@@ -59,7 +61,9 @@ def test_same_tensor_from_bytes_path_file_and_training_dataset(tmp_path: Path) -
     ("size", "fmt", "scale"),
     [
         ((4000, 3000), "JPEG", 8),
-        ((1600, 1200), "JPEG", 4),
+        ((3000, 1500), "JPEG", 4),  # over 2048 x 2048: as far as the input size allows
+        ((2048, 2048), "JPEG", 2),  # within it: half scale at most
+        ((1600, 1200), "JPEG", 2),
         ((1024, 768), "JPEG", 2),
         ((1001, 751), "JPEG", 2),  # odd sides: halved and rounded up
         ((400, 300), "JPEG", 1),
@@ -76,14 +80,39 @@ def test_decode_image_is_load_image_and_says_its_scale(size: tuple[int, int], fm
     assert decoded.scale == scale
     assert decoded.image.size == ((size[0] + scale - 1) // scale, (size[1] + scale - 1) // scale)
     loaded = load_image(data, draft_size=CONFIG.input_size)
-    np.testing.assert_array_equal(np.asarray(decoded.image), np.asarray(loaded))
-    np.testing.assert_array_equal(image_to_array(decoded.image, CONFIG), preprocess(data, CONFIG))
+    np.testing.assert_array_equal(np.asarray(decoded.model_image), np.asarray(loaded))
+    np.testing.assert_array_equal(image_to_array(decoded.model_image, CONFIG), preprocess(data, CONFIG))
     assert decode_image(data).scale == 1
     # the same, in one call, for the scanner and TorchServe's handler to hand the decode on to the evidence
     array, again = preprocess_decoded(data, CONFIG)
     np.testing.assert_array_equal(array, preprocess(data, CONFIG))
     assert again.scale == scale
     np.testing.assert_array_equal(np.asarray(again.image), np.asarray(decoded.image))
+
+
+def test_420_jpegs_within_the_half_scale_cap_are_decoded_at_half_scale_and_box_reduced_for_the_model() -> None:
+    """Draft mode would decode a 1600 x 1200 JPEG at a quarter for a 224 px input. A 4:2:0 one within
+    HALF_SCALE_MAX_PIXELS is decoded at half scale (what the watermark check reads) and box-reduced by 2 for
+    the model, which then sees nearly what the quarter-scale decode gave; a 4:4:4 one, or a cap of 0, as before."""
+    photo = make_image("real", 6, (1600, 1200))
+    data = _jpeg(photo, subsampling=2)
+    decoded = decode_image(data, draft_size=224)
+    assert (decoded.scale, decoded.reduction, decoded.image.size) == (2, 2, (800, 600))
+    assert decoded.model_image.size == (400, 300)
+    unheld = decode_image(data, draft_size=224, half_scale_max_pixels=0)
+    assert (unheld.scale, unheld.reduction, unheld.image.size) == (4, 1, (400, 300))
+    assert unheld.model_image is unheld.image
+    moved = np.abs(image_to_array(decoded.model_image, CONFIG) - image_to_array(unheld.model_image, CONFIG))
+    assert moved.mean() < 0.05, moved.mean()  # normalised units (one 8-bit level is about 0.017)
+    assert decode_image(data, draft_size=224, half_scale_max_pixels=1600 * 1200 - 1).scale == 4
+    assert decode_image(_jpeg(photo, subsampling=0), draft_size=224).scale == 4  # 4:4:4: the check decodes it all
+    assert HALF_SCALE_MAX_PIXELS == 2048 * 2048 == ProvenanceSettings().watermark_max_pixels
+
+
+def _jpeg(image: Image.Image, **options: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, **options)
+    return buffer.getvalue()
 
 
 def test_exif_orientation_is_applied() -> None:

@@ -229,8 +229,8 @@ def _model_decode(data: bytes):  # noqa: ANN202 - DecodedImage
 
 def test_the_models_decode_is_read_instead_of_decoding_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the model decoded a file at the scale a watermark step reads (every pixel: PNGs and small JPEGs;
-    half scale: 4:2:0 JPEGs of 448-895 px on the short side), the check reads those pixels and decodes
-    nothing, with the same evidence; at another scale it decodes the file itself, as before."""
+    half scale: 4:2:0 JPEGs of 448 px and more on the short side, up to 2048 x 2048), the check reads those pixels
+    and decodes nothing, with the same evidence; at another scale it decodes the file itself, as before."""
     cap = ProvenanceSettings().watermark_max_pixels
     loads: list[int] = []
     real_load = watermark.load_image
@@ -270,11 +270,13 @@ def test_the_models_decode_is_read_instead_of_decoding_again(monkeypatch: pytest
     assert half_scale_bit_errors(Image.open(io.BytesIO(data)), _model_decode(data).image) == half_scale_bit_errors(
         Image.open(io.BytesIO(data))
     )
-    # at a scale no step reads (a quarter), nothing is kept for the check, which decodes as before
-    large = files.encode(make_image("real", 4, (1600, 1200)), "JPEG", quality=90)
+    # at a scale no step reads (a quarter: JPEGs over 2048 x 2048, here within a raised cap), nothing is kept
+    # for the check, which decodes as before
+    large = files.encode(make_image("real", 4, (3000, 1500)), "JPEG", quality=90)
     decoded = _model_decode(large)
-    assert decoded.scale == 4 and not watermark.reads(decoded, cap)
-    assert watermark.check(large, cap, decoded) == watermark.check(large, cap) == []
+    raised = 3000 * 1500
+    assert decoded.scale == 4 and not watermark.reads(decoded, raised)
+    assert watermark.check(large, raised, decoded) == watermark.check(large, raised) == []
 
 
 def test_only_a_decode_the_checks_read_is_kept_for_them() -> None:

@@ -298,8 +298,8 @@ def test_evidence_reads_the_models_decode_instead_of_decoding_again(exported_mod
         "photo.jpg": encode(make_image("real", 3, (4 * side, 3 * side)), "JPEG", quality=90),
         # the model's half-scale decode serves the check's half-scale read; the mark's full decode is its own
         "marked_q100.jpg": encode(marked, "JPEG", quality=100, subsampling=2),
-        # model at a quarter, check at half scale: decoded by each
-        "big.jpg": encode(make_image("real", 4, (6 * side, 5 * side)), "JPEG", quality=90),
+        # over the watermark's pixel cap (2048 x 2048): the model at an eighth, nothing read for the mark
+        "big.jpg": encode(make_image("real", 4, (2400, 1800)), "JPEG", quality=90),
     }
     for name, data in files.items():
         (photos / name).write_bytes(data)
@@ -318,9 +318,9 @@ def test_evidence_reads_the_models_decode_instead_of_decoding_again(exported_mod
     with_evidence, decodes_with = scan("evidence")
     without, decodes_without = scan("plain", "--no-evidence")
     assert decodes_without == len(files)
-    # only marked_q100.jpg's full decode and big.jpg's half-scale read are the evidence's own
-    # (6 decodes of its own before it read the model's)
-    assert decodes_with == len(files) + 2
+    # only marked_q100.jpg's full decode is the evidence's own (6 decodes of its own before it read the model's,
+    # and 2 before the model decoded JPEGs within the cap at half scale at most)
+    assert decodes_with == len(files) + 1
     for name, data in files.items():
         row, plain = with_evidence[name], without[name]
         decision = detector.classify(detector.preprocess(data)[None])[0]
