@@ -55,18 +55,23 @@ def _figures(
     targets, p, said = unseen.targets[part], probabilities[part], verdicts[part]
     is_ai = targets == class_index(AI, classes)
     called_ai = said == AI
-    caught = float(called_ai[is_ai].mean()) if is_ai.any() else float("nan")
-    flagged = float(called_ai[~is_ai].mean()) if (~is_ai).any() else float("nan")
-    both = is_ai.any() and (~is_ai).any()
+    caught = float(called_ai[is_ai].mean()) if is_ai.any() else None  # None: no image of that label here
+    flagged = float(called_ai[~is_ai].mean()) if (~is_ai).any() else None
+    recalls = [recall for recall in (caught, None if flagged is None else 1 - flagged) if recall is not None]
+    both = caught is not None and flagged is not None
+    outside = unsure_band(list(said), [classes[t] for t in targets])
     return {
         "images": int(part.sum()),
         "sources": len(set(unseen.sources[part])),
-        "balanced_accuracy": float(np.nanmean([caught, 1 - flagged])),
-        "roc_auc": float(roc_auc_score(is_ai, p[:, class_index(AI, classes)])) if both else float("nan"),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "roc_auc": float(roc_auc_score(is_ai, p[:, class_index(AI, classes)])) if both else None,
         "ece": expected_calibration_error(p, targets),
         "real_flagged": flagged,
         "ai_caught": caught,
-        **unsure_band(list(said), [classes[t] for t in targets]),
+        "unsure": outside["unsure"],
+        "accuracy_outside_unsure": None
+        if np.isnan(outside["accuracy_outside_unsure"])
+        else outside["accuracy_outside_unsure"],
     }
 
 
@@ -145,7 +150,7 @@ def crosscalibrate(settings: CrossCalibrateSettings) -> dict[str, Any]:
     }
     output = settings.output or run_dir / "evaluation" / "crosscalibration.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2))
+    output.write_text(json.dumps(report, indent=2, allow_nan=False))
     print(format_report(report))
     return report
 
@@ -159,9 +164,10 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for name, row in report["rows"].items():
         lines.append(
-            f"| {name} | {row['images']} | {row['sources']} | {row['balanced_accuracy']:.3f} | {row['roc_auc']:.3f} | "
-            f"{row['ece']:.3f} | {row['real_flagged']:.3f} | {row['ai_caught']:.3f} | {row['unsure']:.3f} | "
-            f"{row['accuracy_outside_unsure']:.3f} |"
+            f"| {name} | {row['images']} | {row['sources']} | {row['balanced_accuracy']:.3f} | "
+            f"{_rate(row['roc_auc'])} | {row['ece']:.3f} | {_rate(row['real_flagged'])} | {_rate(row['ai_caught'])} | "
+            f"{row['unsure']:.3f} | "
+            f"{_rate(row['accuracy_outside_unsure'])} |"
         )
     lines += [
         "",
@@ -184,9 +190,9 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _rate(value: float) -> str:
-    """A rate, or a dash where the source has no image of that label (NaN)."""
-    return "-" if np.isnan(value) else f"{value:.3f}"
+def _rate(value: float | None) -> str:
+    """A rate, or a dash where it is undefined (no image of that label, or no verdict outside the band)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
