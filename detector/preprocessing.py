@@ -60,8 +60,8 @@ _GUARD_LOCK = threading.Lock()
 
 #: modes holding more than 8 bits per sample: 16-bit PNG/TIFF ("I;16*", "I") and float TIFF ("F")
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-#: Pillow's ``JpegImagePlugin.get_sampling`` for 4:2:0 chroma (halved both ways)
-_SUBSAMPLING_420 = 2
+#: Pillow's ``JpegImagePlugin.get_sampling`` for 4:2:0 chroma (halved both ways); 1 is 4:2:2, 0 is 4:4:4
+SUBSAMPLING_420 = 2
 
 #: file name suffixes of the formats the detector reads when it scans folders
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -279,17 +279,12 @@ def decode_image(
         scale, reduction = 1, 1
         if draft_size is not None and image.format == "JPEG":
             stored_width, stored_height = image.size
-            full = _draft_scale(stored_width, stored_height, draft_size)
-            held = (
-                full > 2
-                and stored_width * stored_height <= half_scale_max_pixels
-                and JpegImagePlugin.get_sampling(image) == _SUBSAMPLING_420
-            )
-            request = (stored_width // 2, stored_height // 2) if held else (draft_size, draft_size)
+            held = half_scale_reduction(image, draft_size, half_scale_max_pixels)
+            request = (stored_width // 2, stored_height // 2) if held > 1 else (draft_size, draft_size)
             drafted = image.draft("RGB", request)
             if drafted is not None:  # (mode, (0, 0, stored width / scale, stored height / scale))
                 scale = round(stored_width / drafted[1][2])
-                reduction = full // scale if held else 1
+                reduction = held if scale == 2 else 1
         image.load()
         image = ImageOps.exif_transpose(image) or image
         if image.mode in _WIDE_MODES:
@@ -297,10 +292,17 @@ def decode_image(
         return DecodedImage(image if image.mode == "RGB" else image.convert("RGB"), scale, reduction)
 
 
-def _draft_scale(width: int, height: int, draft_size: int) -> int:
-    """The reduction JPEG draft mode takes for ``draft_size``: the largest of 8, 4, 2, 1 keeping both sides."""
-    fits = min(width // draft_size, height // draft_size)
-    return next((scale for scale in (8, 4, 2) if fits >= scale), 1)
+def half_scale_reduction(
+    image: Image.Image, draft_size: int, half_scale_max_pixels: int = HALF_SCALE_MAX_PIXELS
+) -> int:
+    """From an opened JPEG's header: how much further than half scale draft mode would reduce it for
+    ``draft_size`` where :data:`HALF_SCALE_MAX_PIXELS` holds it at half scale (2 or 4), else 1."""
+    width, height = image.size
+    if width * height > half_scale_max_pixels or JpegImagePlugin.get_sampling(image) != SUBSAMPLING_420:
+        return 1
+    fits = min(width // draft_size, height // draft_size)  # draft mode's rule: the largest of 8, 4, 2, 1
+    full = next((scale for scale in (8, 4, 2) if fits >= scale), 1)
+    return full // 2 if full > 2 else 1
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:

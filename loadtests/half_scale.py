@@ -20,15 +20,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import JpegImagePlugin
 from pydantic_settings import CliApp
 from sklearn.metrics import roc_auc_score
 
 from detector.labels import AI
-from detector.preprocessing import HALF_SCALE_MAX_PIXELS, decode_image, image_to_array, open_image
+from detector.preprocessing import (
+    HALF_SCALE_MAX_PIXELS,
+    decode_image,
+    half_scale_reduction,
+    image_to_array,
+    open_image,
+)
 from detector.runtimes.onnx_runtime import OnnxDetector
 from loadtests.config import HalfScaleSettings
-from provenance.watermark import SUBSAMPLING_420
 
 #: the two rules compared: held at half scale as shipped, and not held (draft mode reduces as far as it can)
 RULES = {"half scale, then box-reduced": HALF_SCALE_MAX_PIXELS, "draft mode all the way": 0}
@@ -36,18 +40,13 @@ RULES = {"half scale, then box-reduced": HALF_SCALE_MAX_PIXELS, "draft mode all 
 
 def changed_files(manifest: Path, input_size: int) -> list[tuple[Path, str]]:
     """The manifest's files whose decode the limit changes: 4:2:0 JPEGs within the cap that draft mode would
-    otherwise reduce by 4 or 8."""
+    otherwise reduce by 4 or 8 (read from their headers)."""
     chosen = []
     with manifest.open(newline="") as handle:
         for row in csv.DictReader(handle):
             path = manifest.parent / row["path"]
             with open_image(path) as image:
-                if (
-                    image.format == "JPEG"
-                    and JpegImagePlugin.get_sampling(image) == SUBSAMPLING_420
-                    and image.size[0] * image.size[1] <= HALF_SCALE_MAX_PIXELS
-                    and min(image.size) // input_size >= 4
-                ):
+                if image.format == "JPEG" and half_scale_reduction(image, input_size) > 1:
                     chosen.append((path, row["label"]))
     return chosen
 

@@ -33,7 +33,7 @@ from math import comb
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
-from detector.preprocessing import DecodedImage, ImageDecodeError, load_image
+from detector.preprocessing import SUBSAMPLING_420, DecodedImage, ImageDecodeError, load_image
 from provenance.evidence import AI, NEUTRAL, SD_WATERMARK, Evidence
 
 #: the SDXL message: ``WATERMARK_MESSAGE`` of Stability AI's ``sgm`` and of diffusers' SDXL watermarker
@@ -90,8 +90,6 @@ BLOCK = 4
 #: SDXL-marked ones at most 2 of 48. Unmarked images read like coin flips (68 / 24 bits off): about 5 % of
 #: them come within these limits and get the full decode (6 % of coin-flip patterns).
 HALF_SCALE_MAX_ERRORS: dict[Message, int] = {SD1: 58, SDXL: 16}
-#: Pillow's ``get_sampling``: 2 is 4:2:0 (chroma halved both ways), 1 is 4:2:2, 0 is 4:4:4
-SUBSAMPLING_420 = 2
 #: image modes without chroma: the U channel is flat, there is nothing to decode
 _NO_COLOUR = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
