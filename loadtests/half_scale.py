@@ -53,6 +53,10 @@ def changed_files(manifest: Path, input_size: int) -> list[tuple[Path, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     settings = CliApp.run(HalfScaleSettings, cli_args=argv)
+    for path, fix in ((settings.manifest, "pass --manifest CSV"), (settings.model, "run make export, or pass --model")):
+        if not path.is_file():
+            print(f"error: {path} does not exist: {fix}", file=sys.stderr)
+            return 2
     detector = OnnxDetector(settings.model, threads=1)
     config = detector.preprocess_config
     files = changed_files(settings.manifest, config.input_size)
