@@ -278,10 +278,9 @@ def decode_image(
         image = _checked(_open(source), max_pixels)
         scale, reduction = 1, 1
         if draft_size is not None and image.format == "JPEG":
-            stored_width, stored_height = image.size
+            stored_width = image.size[0]
             held = half_scale_reduction(image, draft_size, half_scale_max_pixels)
-            request = (stored_width // 2, stored_height // 2) if held > 1 else (draft_size, draft_size)
-            drafted = image.draft("RGB", request)
+            drafted = draft_half_scale(image) if held > 1 else image.draft("RGB", (draft_size, draft_size))
             if drafted is not None:  # (mode, (0, 0, stored width / scale, stored height / scale))
                 scale = round(stored_width / drafted[1][2])
                 reduction = held if scale == 2 else 1
@@ -290,6 +289,16 @@ def decode_image(
         if image.mode in _WIDE_MODES:
             image = _to_8_bit(image)
         return DecodedImage(image if image.mode == "RGB" else image.convert("RGB"), scale, reduction)
+
+
+def draft_half_scale(image: Image.Image) -> tuple[str, tuple[int, int, float, float]] | None:
+    """Ask an opened JPEG's draft mode for half scale (Pillow's answer, None where it cannot draft).
+
+    Draft mode takes the largest reduction that keeps both sides at least the requested size, so the
+    request is half of each side rounded down: rounded up, an odd side could only be met at full scale.
+    """
+    width, height = image.size
+    return image.draft("RGB", (max(1, width // 2), max(1, height // 2)))
 
 
 def half_scale_reduction(

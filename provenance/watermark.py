@@ -33,7 +33,7 @@ from math import comb
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
-from detector.preprocessing import SUBSAMPLING_420, DecodedImage, ImageDecodeError, load_image
+from detector.preprocessing import SUBSAMPLING_420, DecodedImage, ImageDecodeError, draft_half_scale, load_image
 from provenance.evidence import AI, NEUTRAL, SD_WATERMARK, Evidence
 
 #: the SDXL message: ``WATERMARK_MESSAGE`` of Stability AI's ``sgm`` and of diffusers' SDXL watermarker
@@ -197,9 +197,7 @@ def half_scale_bit_errors(image: Image.Image, half: Image.Image | None = None) -
 
     width, height = image.size
     if half is None or half.size != ((width + 1) // 2, (height + 1) // 2):
-        # Pillow's draft picks the largest reduction that keeps both sides at least this large: half of
-        # each side rounded down, so that odd sizes get half scale too (rounded up, they got the full size)
-        image.draft("RGB", (max(1, width // 2), max(1, height // 2)))
+        draft_half_scale(image)
         half = image
     rgb = np.asarray(half if half.mode == "RGB" else half.convert("RGB"))
     # the approximation band of the full-size image is (height // 4 * 2) x (width // 4 * 2)
