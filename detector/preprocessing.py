@@ -329,9 +329,13 @@ def image_to_array(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     size = (config.input_size, config.input_size)
     if image.size != size:
         image = image.resize(size, resample=_RESAMPLERS[config.resample])
-    pixels = np.asarray(image, dtype=np.float32)
-    normalised = pixels * config._scale + config._offset
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+    # channels first, then the multiply-add in place with the per-channel constants on the outer axis: the
+    # same floats as (HWC * scale + offset).transpose, about 1 ms less per image (an innermost axis of 3 is
+    # NumPy's slowest broadcast; make microbench's preprocessing table, docs/performance.md)
+    normalised = np.asarray(image).transpose(2, 0, 1).astype(np.float32, order="C")
+    normalised *= config._scale[:, None, None]
+    normalised += config._offset[:, None, None]
+    return normalised
 
 
 def preprocess(

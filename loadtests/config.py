@@ -184,6 +184,22 @@ class HalfScaleSettings(ToolSettings):
     model: Path = Field(ROOT / "model_store" / "detector.onnx", description="the exported model (make export)")
 
 
+class RequestCostSettings(ToolSettings):
+    """``python -m loadtests.request_cost``: one request's CPU time in the web app, split by thread group."""
+
+    model_config = tool_config(ENV_PREFIX + "REQUEST_COST_", "python -m loadtests.request_cost", cli_avoid_json=True)
+
+    image: Path = Field(description="the file every request sends")
+    requests: int = Field(300, ge=1, description="requests timed, one after another")
+    warmup: int = Field(20, ge=0, description="requests sent first, not timed")
+    model: Path = Field(ROOT / "model_store" / "detector.onnx", description="the exported model (make export)")
+    engine: Literal["auto", "onnxruntime", "openvino"] = Field("auto", description="the web app's --engine")
+    threads: int = Field(1, ge=1, description="the web app's --threads (engine threads per forward pass)")
+    loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="uvicorn's event loop (auto, as python -m serving runs: uvloop where installed)"
+    )
+
+
 class MicrobenchSettings(ToolSettings):
     """``python -m loadtests.microbench`` (``make microbench``): the bare model and the preprocessing, timed."""
 

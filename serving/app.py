@@ -14,6 +14,7 @@ memory budget; they are never written to disk under their own names.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
@@ -202,7 +203,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         if isinstance(app.state.backend, OnnxBackend):
             # decode each upload once: the model's decode is handed on to the evidence where it reads those pixels
             app.state.backend.keep_decoded = lambda decoded: reads_pixels(decoded, app.state.provenance)
-        log.info("serving model %s with the %s backend", app.state.backend.version, settings.backend)
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # uvloop where installed (uvicorn's auto)
+        log.info("serving model %s with the %s backend on %s", app.state.backend.version, settings.backend, loop)
         yield
         await app.state.backend.close()
 

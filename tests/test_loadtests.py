@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,24 @@ def test_half_scale_compares_the_models_answers_on_the_files_the_rule_changes(
     assert result.stdout.startswith("2 JPEGs within 4.2 MP")  # the 4:4:4 one and the small one are not changed
     assert "| half scale, then box-reduced |" in result.stdout
     assert "verdicts (ai / unsure / real) agree" in result.stdout
+
+
+def test_request_cost_splits_a_requests_cpu_time_by_thread_group(exported_model: Path, tmp_path: Path) -> None:
+    """The web app in the tool's own process, real requests: the decode and forward pass land in the web app's
+    threads, the sender's time is shown apart; a missing file is a usage error, not a traceback."""
+    photo = tmp_path / "photo.jpg"
+    make_image("real", 50, (640, 480)).save(photo, quality=90)
+    command = [sys.executable, "-m", "loadtests.request_cost", "--model", str(exported_model), "--warmup", "2"]
+    result = subprocess.run(
+        [*command, "--image", str(photo), "--requests", "40"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {}
+    for line in result.stdout.splitlines():
+        if match := re.fullmatch(r"\| \**([^|*]+?)\** \| \**([0-9.]+)\** \|", line):
+            rows[match[1]] = float(match[2])
+    groups = ["event loop", "request workers", "engine's own threads", "other Python threads"]
+    assert set(groups) < set(rows) and rows["the web app, all threads"] > 0
+    assert rows["the web app, all threads"] == pytest.approx(sum(rows[group] for group in groups), abs=0.02)
+    missing = subprocess.run([*command, "--image", str(tmp_path / "none.jpg")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "pass --image FILE" in missing.stderr and "Traceback" not in missing.stderr

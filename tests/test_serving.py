@@ -132,7 +132,8 @@ def test_real_uvicorn_process(web_server: str, exported_model: Path) -> None:
 
 
 def test_web_app_runs_without_torch(exported_model: Path, tmp_path: Path) -> None:
-    """The served path needs only requirements-serve.txt (the web image has no torch): import of torch fails here."""
+    """The served path needs only requirements-serve.txt (the web image has no torch): import of torch fails here.
+    It runs on uvloop, which that file brings."""
     port = free_port()
     script = (
         "import runpy, sys; sys.modules['torch'] = None; "  # any `import torch` now raises ImportError
@@ -155,6 +156,8 @@ def test_web_app_runs_without_torch(exported_model: Path, tmp_path: Path) -> Non
         response = httpx.post(f"{url}/predict", files=[("files", ("a.jpg", image.getvalue(), "image/jpeg"))])
         assert response.status_code == 200, log.read_text()[-3000:]
         assert response.json()["results"][0]["label"] in ("ai", "real")
+        # requirements-serve.txt's uvloop is the event loop uvicorn picks (docs/performance.md)
+        assert "with the onnx backend on uvloop" in log.read_text()
     finally:
         process.terminate()
         process.wait(timeout=20)
