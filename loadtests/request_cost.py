@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     spent, time_ms, status = measure(settings)
     if status != 200:
-        print(f"error: the web app answered {status} for {settings.image}: send it an image it can read", file=sys.stderr)
+        print(
+            f"error: the web app answered {status} for {settings.image}: send it an image it can read", file=sys.stderr
+        )
         return 1
     per_request = {group: 1000 * seconds / settings.requests for group, seconds in spent.items()}
     print(f"{settings.image} ({settings.image.stat().st_size:,} bytes), {settings.requests} requests one after another")

@@ -26,6 +26,7 @@ from pydantic import Field
 from pydantic_settings import CliApp
 
 from detector.preprocessing import list_images
+from detector.runtimes import OnnxEngine, onnx_engine
 from detector.settings import ToolSettings, tool_config
 
 SIZES = [(640, 480), (1024, 768), (1600, 1200), (2048, 1536), (4000, 3000)]
@@ -44,6 +45,7 @@ class BenchSettings(ToolSettings):
     folder: Path | None = Field(None, description="scan the images in this folder instead of the generated photos")
     rounds: int = Field(1, ge=1, description="CLI scans of the folder, each with its CPU ms per image")
     ray: bool = Field(True, description="measure the Ray Data pipeline too (--no-ray: the CLI only)")
+    engine: OnnxEngine = Field("auto", description="what runs the model, in the CLI and in Ray Data's actors")
 
 
 def make_folder(root: Path, count: int, seed: int) -> Path:
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         model = settings.model or default_model(work)
         megabytes = sum(p.stat().st_size for p in list_images(folder)) / 1e6
         print(
-            f"{what}, {megabytes:.0f} MB; model {model.name}; "
+            f"{what}, {megabytes:.0f} MB; model {model.name} in {onnx_engine(settings.engine)}; "
             f"provenance evidence {'on' if settings.evidence else 'off'}"
         )
 
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                     workers=settings.workers,
                     batch_size=settings.batch_size,
                     evidence=settings.evidence,
+                    engine=settings.engine,
                     resume=False,
                 )
             )
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             actors=settings.actors,
             batch_size=settings.batch_size,
             evidence=settings.evidence,
+            engine=settings.engine,
         )
         started = time.perf_counter()
         start_ray(ray_settings)

@@ -1,4 +1,4 @@
-"""``detector-scan``: score folders of images through ONNX Runtime (or a checkpoint) with a progress bar and reports."""
+"""``detector-scan``: score folders of images through OpenVINO or ONNX Runtime, or a checkpoint, into reports."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def run_scan(settings: ScanSettings) -> dict[str, float]:
     gpu = settings.device != "cpu"
     device = settings.device if gpu else None
     detector: Detector = open_detector(
-        settings.model, threads=settings.threads, device=device, precision=settings.precision
+        settings.model, threads=settings.threads, device=device, precision=settings.precision, engine=settings.engine
     )
     if settings.explain is not None:
         _check_explains(detector)

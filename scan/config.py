@@ -10,6 +10,7 @@ from pydantic_settings import CliPositionalArg
 
 from detector import SHIPPED_MODEL
 from detector.preprocessing import DEFAULT_MAX_PIXELS
+from detector.runtimes import OnnxEngine
 from detector.settings import ToolSettings, tool_config
 from scan.reports import FORMATS
 
@@ -35,7 +36,7 @@ class ScanSettings(ToolSettings):
     paths_from: Path | None = Field(None, description="a text file with one path per line (- for stdin)")
     model: Path = Field(
         default_factory=_default_model,
-        description=".onnx (ONNX Runtime) or .pt checkpoint (default: model_store/detector.onnx after make export, "
+        description=".onnx (run by --engine) or .pt checkpoint (default: model_store/detector.onnx after make export, "
         "else the model shipped in models/default)",
     )
     output: Path = Field(Path("scan-report"), description="report prefix: writes PREFIX.csv, PREFIX.jsonl")
@@ -64,6 +65,11 @@ class ScanSettings(ToolSettings):
         "checkpoint: the shipped model unless --model names one; an .onnx needs onnxruntime-gpu)",
     )
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="on a GPU: bf16 or fp16 autocast, or fp32")
+    engine: OnnxEngine = Field(
+        "auto",
+        description="what runs an .onnx on the CPU: openvino (fp32: ONNX Runtime's answers, faster), onnxruntime, or "
+        "auto: openvino where installed",
+    )
     threads: int | None = Field(None, ge=1, description="inference threads (default: all cores)")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="larger images are reported, not decoded")
     resume: bool = Field(True, description="skip paths already in the report (--no-resume starts it afresh)")

@@ -1,7 +1,7 @@
 """The scanner's scoring on Ray Data, for more images than one machine should handle.
 
     read_binary_files (local folders, s3://, gs://, ...)
-      -> map_batches(ScoringActor)   an actor pool; each actor loads the ONNX model once
+      -> map_batches(ScoringActor)   an actor pool; each actor loads the model once (OpenVINO or ONNX Runtime)
       -> write_parquet(output)       one row per file: the CLI's report columns
 
 Locally, ``python -m scan.ray_pipeline FOLDER --model model_store/detector.onnx --output out/``
@@ -25,6 +25,7 @@ from pydantic import Field
 from pydantic_settings import CliApp, CliPositionalArg
 
 from detector.preprocessing import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from detector.runtimes import OnnxEngine
 from detector.settings import ToolSettings, tool_config
 from scan.scoring import COLUMNS, prepare, score
 
@@ -39,7 +40,10 @@ class RaySettings(ToolSettings):
     model: Path = Field(Path("model_store/detector.onnx"), description="the .onnx model, readable on every node")
     output: str = Field("scan-parquet", description="folder or URI for the Parquet files")
     actors: int = Field(2, ge=1, description="scoring actors (each loads the model once)")
-    threads_per_actor: int = Field(1, ge=1, description="ONNX Runtime threads in each actor")
+    threads_per_actor: int = Field(1, ge=1, description="inference threads in each actor")
+    engine: OnnxEngine = Field(
+        "auto", description="what runs the .onnx in each actor: openvino, onnxruntime, or auto (as detector-scan)"
+    )
     batch_size: int = Field(16, ge=1)
     threshold: float | None = Field(None, ge=0, le=1, description="P(ai) from which to say ai (default: the model's)")
     real_threshold: float | None = Field(
@@ -51,7 +55,7 @@ class RaySettings(ToolSettings):
 
 
 class ScoringActor:
-    """Holds one ONNX Runtime session for its lifetime; scores batches of raw file bytes."""
+    """Holds one loaded model (OpenVINO or ONNX Runtime: --engine) for its lifetime; scores raw file bytes."""
 
     def __init__(
         self,
@@ -61,11 +65,12 @@ class ScoringActor:
         max_pixels: int,
         evidence: bool = True,
         real_threshold: float | None = None,
+        engine: str = "auto",
     ) -> None:
-        from detector.runtimes.onnx_runtime import OnnxDetector
+        from detector.runtimes import open_detector
         from provenance import ProvenanceSettings
 
-        self.detector = OnnxDetector(model, threads=threads)
+        self.detector = open_detector(model, threads=threads, engine=engine)
         self.threshold, self.real_threshold = threshold, real_threshold
         self.max_pixels = max_pixels
         self.provenance = ProvenanceSettings() if evidence else None
@@ -108,6 +113,7 @@ def run_ray_scan(settings: RaySettings) -> int:
         fn_constructor_kwargs={
             "model": str(Path(settings.model).resolve()),
             "threads": settings.threads_per_actor,
+            "engine": settings.engine,
             "threshold": settings.threshold,
             "real_threshold": settings.real_threshold,
             "max_pixels": settings.max_pixels,

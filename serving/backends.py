@@ -9,7 +9,6 @@ the whole request with a 502/503/504 and one sentence, and ``/readyz`` reports i
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +25,9 @@ from detector.calibration import Decision
 from detector.consistency import check_consistency
 from detector.heatmap import heatmap_data_uri, overlay_size
 from detector.preprocessing import STATUS_FOR_REASON, DecodedImage, ImageDecodeError, decode_image, image_to_array
+from detector.runtimes import onnx_engine
 from detector.runtimes.base import Detector
-from detector.runtimes.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector, available_providers
+from detector.runtimes.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxDetector
 from serving.config import ServeSettings
 from serving.memory import release_free_memory
 
@@ -102,9 +102,7 @@ def engine_name(settings: ServeSettings) -> str:
         return settings.engine
     if settings.model is not None and settings.model.suffix == ".pt":
         return "torch"
-    if "CUDAExecutionProvider" in available_providers() or importlib.util.find_spec("openvino") is None:
-        return "onnxruntime"
-    return "openvino"
+    return onnx_engine()
 
 
 def open_engine(model: Path, settings: ServeSettings) -> Detector:
