@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 from tqdm import tqdm
 
-from detector.runtimes import Detector, open_detector
+from detector.runtimes import Detector, EngineUnavailable, open_detector
 from provenance import Evidence, ProvenanceSettings
 from scan.config import ScanSettings
 from scan.files import expand
@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_scan(settings)
     except FileNotFoundError as error:
         print(f"error: {error} (make export writes model_store/detector.onnx; or pass --model)", file=sys.stderr)
+        return 2
+    except EngineUnavailable as error:  # --engine or --device names what this machine has not installed
+        print(f"error: {error}", file=sys.stderr)
         return 2
     except NotImplementedError as error:  # --explain with a model that has no heatmap output
         print(f"error: --explain: {error}", file=sys.stderr)

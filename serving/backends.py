@@ -98,11 +98,11 @@ FEATURES = frozenset({"explain", "consistency"})
 def engine_name(settings: ServeSettings) -> str:
     """``settings.engine``, with ``auto`` resolved: torch for a checkpoint; for an ``.onnx`` OpenVINO on a CPU,
     ONNX Runtime where it has a CUDA GPU."""
-    if settings.engine != "auto":
-        return settings.engine
-    if settings.model is not None and settings.model.suffix == ".pt":
+    if settings.engine == "torch" or (
+        settings.engine == "auto" and settings.model is not None and settings.model.suffix == ".pt"
+    ):
         return "torch"
-    return onnx_engine()
+    return onnx_engine(settings.engine)
 
 
 def open_engine(model: Path, settings: ServeSettings) -> Detector:

@@ -21,7 +21,7 @@ from detector.consistency import VARIANTS, reconcile, variant_arrays
 from detector.heatmap import overlay
 from detector.preprocessing import load_image
 from detector.runtimes import open_detector
-from detector.runtimes.onnx_runtime import OnnxDetector
+from detector.runtimes.onnx_runtime import OnnxDetector, available_providers
 from provenance import combine, inspect
 
 
@@ -156,12 +156,15 @@ def test_engines_give_the_same_answers(folder: Path, exported_model: Path, tmp_p
 
 
 def test_usage_errors_exit_non_zero(exported_model: Path, tmp_path: Path) -> None:
-    for args in (
+    cases = [
         [],
         [str(tmp_path / "missing")],
         [str(tmp_path), "--model", str(tmp_path / "none.onnx")],
         [str(tmp_path), "--model", str(exported_model), "--format", "xml"],
-    ):
+    ]
+    if "CUDAExecutionProvider" not in available_providers():  # an engine not installed here is named
+        cases.append([str(tmp_path), "--model", str(exported_model), "--device", "cuda"])
+    for args in cases:
         result = subprocess.run([sys.executable, "-m", "scan", *args], capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, args
         assert result.stderr.startswith("error:") and "Traceback" not in result.stderr

@@ -19,10 +19,14 @@ from typing import Literal
 
 from detector.runtimes.base import Detector
 
-__all__ = ["Detector", "OnnxEngine", "onnx_engine", "open_detector"]
+__all__ = ["Detector", "EngineUnavailable", "OnnxEngine", "onnx_engine", "open_detector"]
 
 #: what runs an exported ``.onnx`` on the CPU; ``auto`` is resolved by :func:`onnx_engine`
 OnnxEngine = Literal["auto", "onnxruntime", "openvino"]
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine asked for is not installed here; the message names what to install or choose instead."""
 
 
 def onnx_engine(engine: str = "auto") -> str:
@@ -30,16 +34,17 @@ def onnx_engine(engine: str = "auto") -> str:
     (onnxruntime-gpu), else ONNX Runtime.
 
     OpenVINO fp32 gives ONNX Runtime's answers (the default model's test labels all alike, P(ai) within 1.2e-6)
-    faster: 1.34x the images/s of the bare forward pass on one thread (``make microbench``), and 1.5-1.7x
+    faster: 1.34x the images/s of the bare forward pass on one thread (``make microbench``), and 1.3-1.8x
     the scanner's (``python -m scan.benchmark --engine``; docs/performance.md).
     """
+    has_openvino = importlib.util.find_spec("openvino") is not None
+    if engine == "openvino" and not has_openvino:
+        raise EngineUnavailable("the openvino engine needs OpenVINO: pip install openvino, or choose onnxruntime")
     if engine != "auto":
         return engine
     from detector.runtimes.onnx_runtime import available_providers
 
-    if "CUDAExecutionProvider" in available_providers() or importlib.util.find_spec("openvino") is None:
-        return "onnxruntime"
-    return "openvino"
+    return "onnxruntime" if "CUDAExecutionProvider" in available_providers() or not has_openvino else "openvino"
 
 
 def open_detector(
@@ -71,7 +76,7 @@ def open_detector(
 
         providers = available_providers()
         if on_gpu and "CUDAExecutionProvider" not in providers:
-            raise RuntimeError(
+            raise EngineUnavailable(
                 "this onnxruntime has no CUDA provider: install onnxruntime-gpu in its place, or give the .pt "
                 "checkpoint to run it on the GPU with PyTorch"
             )
