@@ -10,7 +10,9 @@ import uvicorn
 from pydantic_settings import CliApp
 from uvicorn.config import LOGGING_CONFIG
 
+from detector.runtimes import EngineUnavailable
 from serving.app import create_app
+from serving.backends import engine_name
 from serving.config import ServeSettings
 from serving.protocol import with_header_timeout
 
@@ -31,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if settings.backend == "onnx":
+        try:
+            engine_name(settings)
+        except EngineUnavailable as error:  # said before startup, not in a traceback from the lifespan
+            print(f"error: {error} (--engine)", file=sys.stderr)
+            return 2
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -163,6 +163,21 @@ def test_web_app_runs_without_torch(exported_model: Path, tmp_path: Path) -> Non
         process.wait(timeout=20)
 
 
+def test_an_engine_not_installed_is_named_before_startup(exported_model: Path) -> None:
+    """``--engine openvino`` where OpenVINO cannot be imported: a usage error naming the fix, no traceback, no
+    server; the default engine falls back to ONNX Runtime there (detector.runtimes.onnx_engine)."""
+    script = (
+        "import runpy, sys; sys.modules['openvino'] = None; "  # OpenVINO cannot be found or imported now
+        "from detector.runtimes import onnx_engine; print('auto ->', onnx_engine('auto')); "
+        f"sys.argv = ['serving', '--model', {str(exported_model)!r}, '--engine', 'openvino']; "
+        "runpy.run_module('serving', run_name='__main__')"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "auto -> onnxruntime" in result.stdout
+    assert result.stderr.startswith("error: the openvino engine needs OpenVINO: pip install openvino")
+
+
 def test_dependencies_can_be_swapped(client: TestClient, exported_model: Path) -> None:
     """The routes take settings and backend as typed dependencies, so an embedder can override them."""
     from serving.app import get_settings
