@@ -20,9 +20,10 @@ H200 with nvJPEG, ~930/s with Pillow on 16 cores). This module gives the same mo
 
 A JPEG the device decoder refuses is decoded by Pillow instead, so a file is refused only for a reason
 the CPU path would refuse it for. Pillow's draft mode (decoding a large JPEG at 1/2-1/8 scale) has no
-nvJPEG counterpart: the device decodes at full size and the antialiased resize does the reduction, so
-for a photo far larger than the input the two paths give close but not identical pixels
-(``tests/test_gpu.py`` measures what that does to P(ai) on real images).
+nvJPEG counterpart: the device decodes at full size, then box-reduces by as much as draft mode would
+have (:func:`~detector.preprocessing.draft_for_model`, read from the header) before the resize, so for a
+photo far larger than the input the two paths give pixels a few levels apart, not identical
+(``tests/test_gpu.py`` measures them, and what the paths do to P(ai) on real images).
 
 torchvision deprecated its image decoders in 0.29 in favour of TorchCodec; this module keeps to
 ``torchvision.io`` because it is what the pinned versions ship (TorchCodec is not a dependency), and
@@ -48,6 +49,7 @@ from detector.preprocessing import (
     ImageDecodeError,
     ImageSource,
     PreprocessConfig,
+    draft_for_model,
     load_image,
     open_image,
 )
@@ -76,11 +78,23 @@ class EncodedJpeg:
     orientation: int
     #: the file, for Pillow when the device decoder refuses it
     raw: bytes
+    #: how far the CPU path reduces this file before its resize (draft mode's scale times the box
+    #: reduction after it, :func:`~detector.preprocessing.draft_for_model`): the full-size decode is
+    #: box-reduced by as much
+    reduction: int = 1
 
 
 #: what :meth:`DevicePreprocessor.stage` makes of one file: bytes for the device decoder, Pillow's pixels
 #: (uint8, (3, H, W), on the CPU), or the reason the file has no model input
 Staged = EncodedJpeg | torch.Tensor | ImageDecodeError | OSError
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An image decoded and upright, uint8 (3, H, W) on the device, and the box reduction it still needs."""
+
+    pixels: torch.Tensor
+    reduction: int = 1
 
 
 @dataclass
@@ -202,7 +216,9 @@ class DevicePreprocessor:
                 orientation = int(header.getexif().get(ORIENTATION, 1))
             except Exception:  # noqa: BLE001 (a broken EXIF block: let Pillow decide, as the CPU path does)
                 return self._pillow(data, max_pixels)
-            return EncodedJpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation, data)
+            scale, reduction = draft_for_model(header, self.config.input_size)
+            data_tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return EncodedJpeg(data_tensor, orientation, data, reduction=scale * reduction)
         return self._pillow(data, max_pixels)
 
     def _pillow(self, data: bytes, max_pixels: int) -> torch.Tensor | ImageDecodeError:
@@ -218,13 +234,13 @@ class DevicePreprocessor:
     def batch(self, staged: Sequence[Staged], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceBatch:
         """Decode the staged JPEGs on the device, upload Pillow's, resize and normalise them all."""
         result = DeviceBatch(size=len(staged))
-        images: dict[int, torch.Tensor] = {}
+        images: dict[int, Decoded] = {}
         jpegs: dict[int, EncodedJpeg] = {}
         for position, item in enumerate(staged):
             if isinstance(item, EncodedJpeg):
                 jpegs[position] = item
             elif isinstance(item, torch.Tensor):
-                images[position] = item.to(self.device, non_blocking=True)
+                images[position] = Decoded(item.to(self.device, non_blocking=True))
             else:
                 result.errors[position] = item
         decoded_jpegs, result.device_decoded = self._decode_jpegs(jpegs, max_pixels)
@@ -235,7 +251,8 @@ class DevicePreprocessor:
                 images[position] = decoded
         result.positions = sorted(images)
         if result.positions:
-            result.inputs = self.to_inputs([images[position] for position in result.positions])
+            chosen = [images[position] for position in result.positions]
+            result.inputs = self.to_inputs([d.pixels for d in chosen], [d.reduction for d in chosen])
         return result
 
     def __call__(self, sources: Sequence[ImageSource], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceBatch:
@@ -244,7 +261,7 @@ class DevicePreprocessor:
 
     def _decode_jpegs(
         self, jpegs: dict[int, EncodedJpeg], max_pixels: int
-    ) -> tuple[dict[int, torch.Tensor | ImageDecodeError], int]:
+    ) -> tuple[dict[int, Decoded | ImageDecodeError], int]:
         """The JPEGs upright, in one call to the device decoder, and how many it decoded.
 
         One bad file fails the whole call: then they go one by one, and Pillow takes those it refuses.
@@ -259,41 +276,53 @@ class DevicePreprocessor:
                 on_device for _, on_device in results.values()
             )
         upright = zip(jpegs.items(), decoded, strict=True)
-        return {position: orient(image, jpeg.orientation) for (position, jpeg), image in upright}, len(jpegs)
+        return {
+            position: Decoded(orient(image, jpeg.orientation), jpeg.reduction) for (position, jpeg), image in upright
+        }, len(jpegs)
 
-    def _decode_one(self, jpeg: EncodedJpeg, max_pixels: int) -> tuple[torch.Tensor | ImageDecodeError, bool]:
+    def _decode_one(self, jpeg: EncodedJpeg, max_pixels: int) -> tuple[Decoded | ImageDecodeError, bool]:
         """One JPEG by the device decoder, or by Pillow when it refuses (True: the device decoded it)."""
         try:
-            return orient(decode_jpeg(jpeg.data, mode=ImageReadMode.RGB, device=self.device), jpeg.orientation), True
+            image = decode_jpeg(jpeg.data, mode=ImageReadMode.RGB, device=self.device)
+            return Decoded(orient(image, jpeg.orientation), jpeg.reduction), True
         except RuntimeError:
-            pillow = self._pillow(jpeg.raw, max_pixels)  # upright already, or the CPU path's refusal
-            return (pillow if isinstance(pillow, ImageDecodeError) else pillow.to(self.device)), False
+            pillow = self._pillow(jpeg.raw, max_pixels)  # drafted and upright already, or the CPU path's refusal
+            return (pillow if isinstance(pillow, ImageDecodeError) else Decoded(pillow.to(self.device))), False
 
     def _resample(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         resized = functional.interpolate(pixels, size=size, mode=self._mode, antialias=self._antialias)
         return resized.round_().clamp_(0, 255)
 
-    def to_inputs(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+    def to_inputs(self, images: Sequence[torch.Tensor], reductions: Sequence[int] | None = None) -> torch.Tensor:
         """uint8 (3, H, W) images on the device -> the model's (N, 3, S, S) float32 input, channels-last.
 
-        Images of one size are resized together, in Pillow's two passes (the width, then the height), each
-        rounded to whole levels as Pillow's 8-bit resize rounds them (a single 2-D pass differed from Pillow
-        on ~17 % of the pixels of the tests' corpus, the two passes on ~3 %, by one level, two at most); then
-        ``x * scale + offset`` as :func:`detector.preprocessing.image_to_array` computes it.
+        Images of one size and reduction go together. A full-size decode of a JPEG that the CPU path's draft
+        mode would have reduced (``reductions``, :attr:`EncodedJpeg.reduction`) is first box-reduced by as
+        much, each pixel the rounded mean of its block as ``PIL.Image.reduce`` gives it, which is close to
+        what draft mode's scaled IDCT decodes. Without it, a photo far larger than the input differed from
+        the CPU path's pixels by up to 29 levels and flipped 1.7 % of the labels of 474 camera-size
+        originals even in fp32 (docs/performance.md, "On a GPU"). Then the resize, in Pillow's two passes
+        (the width, then the height), each rounded to whole levels as Pillow's 8-bit resize rounds them (a
+        single 2-D pass differed from Pillow on ~17 % of the pixels of the tests' corpus, the two passes on
+        ~3 %, by one level, two at most); then ``x * scale + offset`` as
+        :func:`detector.preprocessing.image_to_array` computes it.
         """
         size = self.config.input_size
+        reductions = reductions or [1] * len(images)
         out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=self.device)
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for index, image in enumerate(images):
-            groups[(int(image.shape[-2]), int(image.shape[-1]))].append(index)
-        for (height, width), members in groups.items():
+        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        for index, (image, reduction) in enumerate(zip(images, reductions, strict=True)):
+            groups[(int(image.shape[-2]), int(image.shape[-1]), reduction)].append(index)
+        for (height, width, reduction), members in groups.items():
             step = max(1, _RESIZE_BYTES // (3 * height * width * 4))
             for first in range(0, len(members), step):
                 chosen = members[first : first + step]
                 pixels = torch.stack([images[i] for i in chosen]).float()
-                if width != size:
-                    pixels = self._resample(pixels, (height, size))
-                if height != size:
+                if reduction > 1:
+                    pixels = functional.avg_pool2d(pixels, reduction, ceil_mode=True).round_()
+                if pixels.shape[-1] != size:
+                    pixels = self._resample(pixels, (pixels.shape[-2], size))
+                if pixels.shape[-2] != size:
                     pixels = self._resample(pixels, (size, size))
                 out[chosen] = pixels
         out.mul_(self._scale).add_(self._offset)

@@ -277,18 +277,35 @@ def decode_image(
     with _decoding(max_pixels):
         image = _checked(_open(source), max_pixels)
         scale, reduction = 1, 1
-        if draft_size is not None and image.format == "JPEG":
-            stored_width = image.size[0]
-            held = half_scale_reduction(image, draft_size, half_scale_max_pixels)
-            drafted = draft_half_scale(image) if held > 1 else image.draft("RGB", (draft_size, draft_size))
-            if drafted is not None:  # (mode, (0, 0, stored width / scale, stored height / scale))
-                scale = round(stored_width / drafted[1][2])
-                reduction = held if scale == 2 else 1
+        if draft_size is not None:
+            scale, reduction = draft_for_model(image, draft_size, half_scale_max_pixels)
         image.load()
         image = ImageOps.exif_transpose(image) or image
         if image.mode in _WIDE_MODES:
             image = _to_8_bit(image)
         return DecodedImage(image if image.mode == "RGB" else image.convert("RGB"), scale, reduction)
+
+
+def draft_for_model(
+    image: Image.Image, draft_size: int, half_scale_max_pixels: int = HALF_SCALE_MAX_PIXELS
+) -> tuple[int, int]:
+    """Set an opened, not yet loaded JPEG's draft mode as the model's decode does: (scale, reduction).
+
+    ``scale`` is draft mode's reduction (1, 2, 4 or 8), ``reduction`` the box reduction left for
+    :attr:`DecodedImage.model_image` where :data:`HALF_SCALE_MAX_PIXELS` holds the decode at half scale.
+    Other formats, and a JPEG that cannot draft, give (1, 1). Only the header is read, so a decoder that
+    does not draft (nvJPEG, :mod:`detector.gpu_preprocessing`) learns here how far the CPU path reduces
+    the file and box-reduces its full-size decode by ``scale * reduction`` to give close pixels.
+    """
+    if image.format != "JPEG":
+        return 1, 1
+    stored_width = image.size[0]
+    held = half_scale_reduction(image, draft_size, half_scale_max_pixels)
+    drafted = draft_half_scale(image) if held > 1 else image.draft("RGB", (draft_size, draft_size))
+    if drafted is None:
+        return 1, 1
+    scale = round(stored_width / drafted[1][2])  # drafted: (mode, (0, 0, stored width / scale, ...))
+    return scale, held if scale == 2 else 1
 
 
 def draft_half_scale(image: Image.Image) -> tuple[str, tuple[int, int, float, float]] | None:

@@ -94,15 +94,30 @@ class Agreement:
         )
 
 
-def sample_images(source: Path, count: int) -> list[Path]:
-    """An even sample of ``count`` images: every k-th row of a manifest (all sources, both labels), or of a folder."""
+def sample_images(source: Path, count: int, *, min_pixels: int = 0) -> list[Path]:
+    """An even sample of ``count`` images: every k-th row of a manifest (all sources, both labels), or of a folder.
+
+    ``min_pixels``: only images of at least this many pixels by their header (the large photos, where the
+    two paths' decoders differ most: draft mode against a full-size decode box-reduced).
+    """
     if source.suffix == ".csv":
         with source.open(newline="") as handle:
             paths = [source.parent / row["path"] for row in csv.DictReader(handle)]
     else:
         paths = list_images(source)
+    if min_pixels:
+        paths = [path for path in paths if _pixels(path) >= min_pixels]
     step = max(1, len(paths) // max(1, count))
     return paths[::step][:count]
+
+
+def _pixels(path: Path) -> int:
+    """Width x height from the header (0 for a file Pillow cannot open)."""
+    try:
+        with Image.open(path) as image:
+            return image.width * image.height
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0
 
 
 def agreement(
@@ -509,6 +524,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--agreement-count", type=int, default=1024, help="images in the agreement sample")
     parser.add_argument(
+        "--agreement-min-pixels", type=int, default=0, help="sample only images of at least this many pixels"
+    )
+    parser.add_argument(
         "--output", type=Path, default=ROOT / "runs" / "bench-gpu", help="results.md/.json go into OUTPUT/<time>/"
     )
     parser.add_argument("--seconds", type=float, default=1.0, help="each timing runs at least this long")
@@ -574,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("handler", lambda: bench_handler(report, options, photos)),
     ]
     if agreement_source is not None:
-        sample = sample_images(agreement_source, options.agreement_count)
+        sample = sample_images(agreement_source, options.agreement_count, min_pixels=options.agreement_min_pixels)
 
         def compare() -> None:
             precisions = ["bf16", "fp16", "fp32"]

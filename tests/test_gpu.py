@@ -96,6 +96,38 @@ def test_only_complete_baseline_jpegs_go_to_the_device_decoder() -> None:
     assert not isinstance(DevicePreprocessor(PreprocessConfig(), "cpu", nvjpeg=False).stage(baseline), EncodedJpeg)
 
 
+def _large_photo(size: tuple[int, int], subsampling: int) -> bytes:
+    """A camera-size JPEG with detail down to the pixel: a photograph scaled up, with grain."""
+    import matplotlib
+
+    photo = Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
+    pixels = np.asarray(photo.resize(size, Image.Resampling.BICUBIC)).astype(np.int16)
+    grain = np.random.default_rng(0).integers(-12, 13, size=(size[1], size[0], 1))
+    grainy = Image.fromarray(np.clip(pixels + grain, 0, 255).astype(np.uint8))
+    return _encode(grainy, "JPEG", quality=90, subsampling=subsampling)
+
+
+@pytest.mark.parametrize(
+    ("size", "subsampling", "reduction"),
+    [((1600, 1200), 2, 4), ((2400, 1800), 2, 8), ((1600, 1200), 0, 4)],
+    ids=["half-scale-then-box", "eighth-scale", "4:4:4-quarter-scale"],
+)
+def test_large_jpegs_are_reduced_as_draft_mode_reduces_them(
+    size: tuple[int, int], subsampling: int, reduction: int
+) -> None:
+    """The device decoder decodes at full size; box-reduced as far as the CPU path's draft mode reduces the file,
+    its pixels stay within a few levels of the CPU path's (resized from full size, up to 29 levels apart)."""
+    config = PreprocessConfig()
+    data = _large_photo(size, subsampling)
+    preprocessor = DevicePreprocessor(config, "cpu")
+    staged = preprocessor.stage(data)
+    assert isinstance(staged, EncodedJpeg) and staged.reduction == reduction
+    row = preprocessor.batch([staged]).inputs
+    assert row is not None
+    levels = (row[0] - torch.from_numpy(preprocess(data, config))).abs() * 255 * torch.tensor(config.std).view(3, 1, 1)
+    assert float(levels.max()) <= 4 and float(levels.mean()) <= 0.3
+
+
 def test_orientations_turn_a_tensor_as_pillow_turns_the_image() -> None:
     from PIL import ImageOps
 
@@ -147,7 +179,7 @@ def test_agreement_with_the_cpu_path_on_real_images(device: str) -> None:
 
 @needs_data
 def test_agreement_on_real_images_in_the_formats_pillow_decodes(tmp_path: Path) -> None:
-    """Real photos as PNG, WebP, progressive and CMYK JPEG, and turned with an EXIF orientation."""
+    """Real photos as PNG, WebP, progressive and CMYK JPEG, turned with an EXIF orientation, and at camera size."""
     sources = sample_images(DATA / "manifest.csv", 10)
     paths = []
     for index, source in enumerate(sources):
@@ -160,14 +192,19 @@ def test_agreement_on_real_images_in_the_formats_pillow_decodes(tmp_path: Path) 
             "progressive.jpg": (image, "JPEG", {"progressive": True, "quality": 90}),
             "cmyk.jpg": (image.convert("CMYK"), "JPEG", {"quality": 90}),
             "turned.jpg": (image.transpose(Image.Transpose.ROTATE_90), "JPEG", {"quality": 90, "exif": exif}),
+            # camera size: draft mode decodes it at 1/8 on the CPU, the device at full size box-reduced by 8
+            "large.jpg": (image.resize((image.width * 8, image.height * 8), Image.Resampling.BICUBIC), "JPEG", {}),
         }
         for suffix, (picture, fmt, options) in variants.items():
             path = tmp_path / f"{index:02d}.{suffix}"
             picture.save(path, format=fmt, **options)
             paths.append(path)
     result = agreement(SHIPPED_MODEL, paths, device="cpu", precision="fp32")
-    print(f"\nformats Pillow decodes: {result}")
-    assert result.device_decoded == len(sources)  # only the turned baseline JPEGs
+    print(f"\nformats Pillow decodes, and camera-size JPEGs: {result}")
+    assert result.device_decoded == 2 * len(sources)  # only the turned and the large baseline JPEGs
+    assert {path.name for path in sample_images(tmp_path, 100, min_pixels=1_000_000)} == {
+        path.name for path in paths if path.name.endswith("large.jpg")
+    }
     assert result.agreement >= 0.98  # one image of 50 may sit on the threshold
     assert result.max_delta_p_ai <= 0.03  # measured: 0.0101, from rounding in the two resizes
 
