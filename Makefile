@@ -127,24 +127,22 @@ soak: $(STAMP)  ## the web app under a mix of photos and the tests' hostile file
 microbench: $(STAMP)  ## bare-model images/s at batch 1/8/32 (eager, ONNX fp32, int8), share of FLOP peak, JPEG decode cost
 	$(BIN)/python -m loadtests.microbench $(ARGS)
 
-# The GPU path (docs/performance.md, "On a GPU"). bench-gpu runs on a GPU machine that has torch with CUDA,
-# torchvision, timm, numpy and Pillow but perhaps no registry and no .venv: it uses GPU_PYTHON (.venv's when there
-# is one, else python3) and installs nothing from the network. What that python lacks for the scan and handler
-# sections (pydantic, pydantic-settings, defusedxml) it takes from wheels brought along in GPU_WHEELS, which
-# gpu-wheels downloads on a machine with a registry, for GPU_WHEEL_PYTHON.
-GPU_PYTHON       ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+# The GPU path (docs/performance.md, "On a GPU"). bench-gpu and test-gpu run loadtests/gpu.sh, which a GPU machine
+# without make runs itself: it uses GPU_PYTHON (.venv's when there is one, else python3) and installs nothing from
+# the network; what that Python lacks for the scan and handler sections and for pytest it takes from the wheels
+# brought along in GPU_WHEELS (.whl/), which gpu-wheels downloads on a machine with a registry, for GPU_WHEEL_PYTHON.
 GPU_WHEELS       ?= .whl
 GPU_WHEEL_PYTHON ?= 3.12
-GPU_SITE         ?= /tmp/bench-gpu-site
 GPU_WHEEL_NEEDS  := pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 python-dotenv==1.2.4 \
-                    typing-inspection==0.4.5 annotated-types==0.8.0 defusedxml==0.7.1
-.PHONY: bench-gpu gpu-wheels
+                    typing-inspection==0.4.5 annotated-types==0.8.0 defusedxml==0.7.1 \
+                    pytest==9.2.0 iniconfig==2.3.1 pluggy==1.7.0 pygments==2.21.0
+export GPU_PYTHON GPU_WHEELS GPU_SITE
+.PHONY: bench-gpu test-gpu gpu-wheels
 bench-gpu:  ## on a GPU machine: model (fp32/bf16/compiled), nvJPEG vs CPU decode, detector-scan --device cuda, handler; <= 5 min [ARGS=--quick]
-	@if ! $(GPU_PYTHON) -c "import pydantic_settings, defusedxml" 2>/dev/null && ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1; then \
-		echo "installing the wheels of $(GPU_WHEELS)/ into $(GPU_SITE) (no network)"; \
-		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) $(GPU_WHEELS)/*.whl; \
-	fi
-	PYTHONPATH=$(GPU_SITE):$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m loadtests.bench_gpu $(ARGS)
+	bash loadtests/gpu.sh bench $(ARGS)
+
+test-gpu:  ## on a GPU machine: the CUDA variants of tests/test_gpu.py (they skip where torch sees no GPU) [ARGS=...]
+	bash loadtests/gpu.sh test $(ARGS)
 
 gpu-wheels: $(STAMP)  ## wheels of what a GPU machine's PyTorch image lacks for make bench-gpu, into GPU_WHEELS (.whl/)
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \

@@ -268,6 +268,7 @@ class DevicePreprocessor:
         """
         if not jpegs:
             return {}, 0
+        self._drain()
         try:
             decoded = decode_jpeg([jpeg.data for jpeg in jpegs.values()], mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError:
@@ -282,12 +283,27 @@ class DevicePreprocessor:
 
     def _decode_one(self, jpeg: EncodedJpeg, max_pixels: int) -> tuple[Decoded | ImageDecodeError, bool]:
         """One JPEG by the device decoder, or by Pillow when it refuses (True: the device decoded it)."""
+        self._drain()
         try:
             image = decode_jpeg(jpeg.data, mode=ImageReadMode.RGB, device=self.device)
             return Decoded(orient(image, jpeg.orientation), jpeg.reduction), True
         except RuntimeError:
             pillow = self._pillow(jpeg.raw, max_pixels)  # drafted and upright already, or the CPU path's refusal
             return (pillow if isinstance(pillow, ImageDecodeError) else Decoded(pillow.to(self.device))), False
+
+    def _drain(self) -> None:
+        """Wait for the work queued on the current CUDA stream before the device decoder writes.
+
+        torchvision's CUDA ``decode_jpeg`` takes its outputs from the caching allocator on the caller's stream
+        but writes them without waiting for that stream, so it can overwrite a block freed while kernels
+        queued there still read it: wrong numbers or NaNs in unrelated tensors (pytorch/vision#9606, in
+        134 of 200 tries on an H100 with torchvision 0.28; draining the stream first gave 0 of 200).
+        Where the scanner and the handler decode, the stream is idle already (the last batch's answers were
+        copied back), so this costs next to nothing there; it guards the one-by-one fallback, whose EXIF
+        turns free a decode while the kernel reading it may still be queued, and any caller that overlaps.
+        """
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
 
     def _resample(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         resized = functional.interpolate(pixels, size=size, mode=self._mode, antialias=self._antialias)
@@ -300,7 +316,7 @@ class DevicePreprocessor:
         mode would have reduced (``reductions``, :attr:`EncodedJpeg.reduction`) is first box-reduced by as
         much, each pixel the rounded mean of its block as ``PIL.Image.reduce`` gives it, which is close to
         what draft mode's scaled IDCT decodes. Without it, a photo far larger than the input differed from
-        the CPU path's pixels by up to 29 levels and flipped 1.7 % of the labels of 474 camera-size
+        the CPU path's pixels by up to 36 levels and flipped 1.7 % of the labels of 474 camera-size
         originals even in fp32 (docs/performance.md, "On a GPU"). Then the resize, in Pillow's two passes
         (the width, then the height), each rounded to whole levels as Pillow's 8-bit resize rounds them (a
         single 2-D pass differed from Pillow on ~17 % of the pixels of the tests' corpus, the two passes on

@@ -24,8 +24,8 @@ gpu-wheels`` downloads them on a machine with a registry), else those sections s
 others run. The handler imports TorchServe's ``ts`` package only for two names (``BaseHandler``,
 ``Dimension``); without ``ts`` installed, a stand-in for those two is put in its place.
 
-Images: ``--images DIR`` (JPEGs; by default ``--count`` real-photo JPEGs of 1024x768 made from matplotlib's
-photograph of Grace Hopper, the size of the issue's decode figure). ``--quick`` runs everything with tiny
+Images: ``--images DIR`` (JPEGs; by default ``--count`` real-photo JPEGs of 1024x768 made from scikit-learn's
+two sample photographs, the size of the issue's decode figure). ``--quick`` runs everything with tiny
 sizes, on the CPU when there is no GPU, so that the script itself is tested where no GPU is.
 """
 
@@ -168,11 +168,24 @@ def agreements(
 # --- images --------------------------------------------------------------------------------------------------
 
 
-def _make_photo(args: tuple[Path, int, tuple[int, int]]) -> None:
-    import matplotlib
+def sample_photos() -> list[Path]:
+    """Real photographs every machine that runs this has: scikit-learn's two sample photos (640x427).
 
-    path, seed, size = args
-    photo = Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
+    scikit-learn is on a lent GPU machine's image as well as in the project's requirements; matplotlib,
+    whose photograph of Grace Hopper this script used before, is not there, so it could not start.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    photos = (
+        sorted(Path(spec.origin).parent.joinpath("datasets", "images").glob("*.jpg")) if spec and spec.origin else []
+    )
+    if not photos:
+        raise RuntimeError("scikit-learn's sample photos are missing: install scikit-learn, or pass --images DIR")
+    return photos
+
+
+def _make_photo(args: tuple[Path, Path, int, tuple[int, int]]) -> None:
+    path, source, seed, size = args
+    photo = Image.open(source).convert("RGB")
     rng = random.Random(seed)
     left, top = rng.randint(0, 60), rng.randint(0, 60)
     crop = photo.crop((left, top, left + photo.width - 60, top + photo.height - 60))
@@ -180,14 +193,16 @@ def _make_photo(args: tuple[Path, int, tuple[int, int]]) -> None:
 
 
 def make_photos(folder: Path, count: int, size: tuple[int, int], unique: int = 256) -> list[Path]:
-    """``count`` real-photo JPEGs of ``size`` (``unique`` distinct crops and qualities, hard-linked to ``count``)."""
+    """``count`` real-photo JPEGs of ``size`` (``unique`` distinct crops of :func:`sample_photos` and qualities,
+    hard-linked to ``count``)."""
     folder.mkdir(parents=True, exist_ok=True)
     existing = list_images(folder)
     if len(existing) >= count:
         return existing[:count]
     distinct = [folder / f"photo_{i:05d}.jpg" for i in range(min(unique, count))]
     with get_context("spawn").Pool(os.cpu_count() or 1) as pool:
-        pool.map(_make_photo, [(path, i, size) for i, path in enumerate(distinct)])
+        sources = sample_photos()
+        pool.map(_make_photo, [(path, sources[i % len(sources)], i, size) for i, path in enumerate(distinct)])
     for i in range(len(distinct), count):
         link = folder / f"photo_{i:05d}.jpg"
         if not link.exists():
@@ -577,7 +592,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if folder is not None:
             photos = list_images(folder)
         else:
-            folder = Path(tempfile.gettempdir()) / f"bench-gpu-photos-{options.photo_size[0]}x{options.photo_size[1]}"
+            folder = (
+                Path(tempfile.gettempdir()) / f"bench-gpu-sample-photos-{options.photo_size[0]}x{options.photo_size[1]}"
+            )
             photos = make_photos(folder, options.count, options.photo_size)
         if not photos:
             print(f"error: no images in {folder}", file=sys.stderr)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from helpers import FAST_TRAINING, run_module, write_dataset
-from web_process import running_web_server
 
 
 @pytest.fixture
@@ -48,5 +47,7 @@ def exported_model(trained_run: Path) -> Path:
 @pytest.fixture(scope="session")
 def web_server(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The web app in a real uvicorn process (``python -m serving``), on a free loopback port."""
+    from web_process import running_web_server  # httpx: not where only tests/test_gpu.py runs (make test-gpu)
+
     with running_web_server(exported_model, tmp_path_factory.mktemp("server") / "server.log") as url:
         yield url
