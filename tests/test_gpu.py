@@ -217,7 +217,7 @@ def test_agreement_on_real_images_in_the_formats_pillow_decodes(tmp_path: Path) 
             "progressive.jpg": (image, "JPEG", {"progressive": True, "quality": 90}),
             "cmyk.jpg": (image.convert("CMYK"), "JPEG", {"quality": 90}),
             "turned.jpg": (image.transpose(Image.Transpose.ROTATE_90), "JPEG", {"quality": 90, "exif": exif}),
-            # camera size: draft mode decodes it at 1/8 on the CPU, the device at full size box-reduced by 8
+            # camera size: the CPU path reduces it by 8 while decoding, the device box-reduces its full-size decode
             "large.jpg": (image.resize((image.width * 8, image.height * 8), Image.Resampling.BICUBIC), "JPEG", {}),
         }
         for suffix, (picture, fmt, options) in variants.items():
