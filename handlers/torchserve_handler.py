@@ -30,7 +30,7 @@ faster than eager on a CPU, docs/performance.md) and a ``.pt`` checkpoint run by
 
 On a GPU (``torchserve/model-config-gpu.yaml``, docs/torchserve.md) the worker runs on the GPU TorchServe
 assigned it (``context.system_properties["gpu_id"]``): a ``.pt`` checkpoint in
-:class:`detector.runtimes.torch_cuda.CudaDetector` (bf16 autocast, channels-last, batches up to 256), its
+:class:`detector.runtimes.torch_cuda.CudaDetector` (fp16 autocast, channels-last, batches up to 256), its
 JPEGs decoded together by nvJPEG on the same GPU after threads have read and checked them
 (:mod:`detector.gpu_preprocessing`); an ``.onnx`` on ONNX Runtime's CUDA provider where onnxruntime-gpu
 is installed.
@@ -91,7 +91,7 @@ class HandlerSettings(BaseModel):
         description="auto: the GPU TorchServe assigned the worker (gpu_id) when it assigned one and the runtime can "
         "use it, else the CPU; cpu: never a GPU; cuda: gpu_id's GPU (the first without one), or an error",
     )
-    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="on a GPU: bf16 or fp16 autocast, or fp32")
+    precision: Literal["fp16", "bf16", "fp32"] = Field("fp16", description="on a GPU: fp16 or bf16 autocast, or fp32")
     compile: bool = Field(False, description="on a GPU: torch.compile the network (a minute of compiling at start)")
     decode_threads: int = Field(
         8, ge=1, description="on a GPU: threads reading and checking a batch's files before nvJPEG decodes them"

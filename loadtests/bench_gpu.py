@@ -4,7 +4,7 @@ For a GPU machine that has torch with CUDA, torchvision, timm, numpy and Pillow 
 Java. It installs nothing. What it prints (and writes as ``results.md`` / ``results.json`` into ``--output``):
 
 1. **model**: images/s of the forward pass alone (:class:`detector.runtimes.torch_cuda.CudaDetector`, inputs
-   already on the device) in fp32, bf16 and fp16 autocast, and bf16 ``torch.compile``d, each at batch 1, 32
+   already on the device) in fp32, bf16 and fp16 autocast, and fp16 ``torch.compile``d, each at batch 1, 32
    and 256;
 2. **decode**: images/s of the CPU path's preprocessing (Pillow, draft mode) in 1 and in all-cores processes,
    against the device path (:mod:`detector.gpu_preprocessing`): reading and checking the headers on the CPU,
@@ -14,7 +14,7 @@ Java. It installs nothing. What it prints (and writes as ``results.md`` / ``resu
    model config (``torchserve/model-config-gpu.yaml``), on the GPU TorchServe would assign it
    (``gpu_id`` 0): images/s and batch latency at its batch size;
 5. **agreement**, when ``--agreement-images`` names real images (default: a sample of
-   ``../shared/data/realvsai-v1`` when it is there): the device path in bf16, fp16 and fp32 against the CPU
+   ``../shared/data/realvsai-v1`` when it is there): the device path in fp16, bf16 and fp32 against the CPU
    path (Pillow + eager fp32), labels agreeing and the largest |delta P(ai)| (:func:`agreement`, also the
    tests' measure).
 
@@ -121,7 +121,7 @@ def _pixels(path: Path) -> int:
 
 
 def agreement(
-    checkpoint: Path, paths: Sequence[Path], *, device: str, precision: str = "bf16", batch: int = 64
+    checkpoint: Path, paths: Sequence[Path], *, device: str, precision: str = "fp16", batch: int = 64
 ) -> Agreement:
     """The CPU path (Pillow preprocessing, eager fp32 on the CPU) against the device path on ``device``."""
     return agreements(checkpoint, paths, device=device, precisions=[precision], batch=batch)[0]
@@ -287,7 +287,7 @@ def missing(modules: Sequence[str]) -> list[str]:
 def bench_model(report: Report, options: argparse.Namespace, deadline: float) -> None:
     from detector.runtimes.torch_cuda import CudaDetector
 
-    variants = [("fp32", False), ("bf16", False), ("fp16", False)] + ([("bf16", True)] if options.compile else [])
+    variants = [("fp32", False), ("bf16", False), ("fp16", False)] + ([("fp16", True)] if options.compile else [])
     for precision, compiled in variants:
         if compiled and deadline - time.monotonic() < options.compile_reserve:
             report.note("torch.compile skipped: too little of the time budget left (--budget)")
@@ -612,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample = sample_images(agreement_source, options.agreement_count, min_pixels=options.agreement_min_pixels)
 
         def compare() -> None:
-            precisions = ["bf16", "fp16", "fp32"]
+            precisions = ["fp16", "bf16", "fp32"]
             for result in agreements(options.checkpoint, sample, device=options.device, precisions=precisions):
                 report.add("agreement", **{**asdict(result), "agreement": round(result.agreement, 4)})
 

@@ -61,10 +61,10 @@ class ScanSettings(ToolSettings):
     device: str = Field(
         "cpu",
         pattern=r"^(cpu|cuda(:[0-9]+)?)$",
-        description="cpu, or cuda[:N]: JPEGs decoded with nvJPEG and the model in large bf16 batches on the GPU (a .pt "
+        description="cpu, or cuda[:N]: JPEGs decoded with nvJPEG and the model in large fp16 batches on the GPU (a .pt "
         "checkpoint: the shipped model unless --model names one; an .onnx needs onnxruntime-gpu)",
     )
-    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="on a GPU: bf16 or fp16 autocast, or fp32")
+    precision: Literal["fp16", "bf16", "fp32"] = Field("fp16", description="on a GPU: fp16 or bf16 autocast, or fp32")
     engine: OnnxEngine = Field(
         "auto",
         description="what runs an .onnx on the CPU: openvino (fp32: ONNX Runtime's answers, faster), onnxruntime, or "

@@ -4,7 +4,7 @@ Every check runs the same tensor pipeline on the CPU (``torchvision.io.decode_jp
 so it runs on machines without a GPU; the ``cuda`` variants skip cleanly where torch sees no CUDA device.
 
 The agreement on real images: the shipped model's answers with the CPU path (Pillow preprocessing, eager fp32)
-against the device path (tensor preprocessing, bf16 autocast as on a GPU), on an even sample of
+against the device path (tensor preprocessing, fp16 autocast as on a GPU), on an even sample of
 ``../shared/data/realvsai-v1``. ``DETECTOR_GPU_AGREEMENT_IMAGES`` sets the sample's size (default 240);
 ``pytest tests/test_gpu.py -s -k agreement`` prints the figures.
 """
@@ -178,6 +178,24 @@ def test_the_runtime_is_opened_by_device_and_says_its_precision() -> None:
             open_detector(SHIPPED_MODEL, device="cuda")
 
 
+def test_rows_that_overflow_fp16_are_run_again_in_fp32() -> None:
+    """fp16 (the default) reaches only 65,504: a row it overflows gets fp32's logits instead of NaN, with its heatmap;
+    the other rows keep fp16's."""
+    detector = CudaDetector(SHIPPED_MODEL, device="cpu", max_batch=4)
+    assert detector.version.endswith("-fp16")
+    batch = np.random.default_rng(0).normal(size=(3, 3, 224, 224)).astype(np.float32)
+    batch[1] *= 1e5
+    reduced = detector.logits_tensor(batch).numpy()
+    assert not np.isfinite(reduced[1]).all() and np.isfinite(reduced[[0, 2]]).all()
+    logits = detector.logits(batch)
+    full = CudaDetector(SHIPPED_MODEL, device="cpu", precision="fp32").logits(batch[1:2])
+    np.testing.assert_allclose(logits[1], full[0], rtol=1e-4)
+    np.testing.assert_array_equal(logits[[0, 2]], reduced[[0, 2]])
+    explained, cams = detector.logits_and_cam(batch)
+    assert np.isfinite(explained).all() and np.isfinite(cams).all()
+    np.testing.assert_allclose(explained[1], full[0], rtol=1e-4)
+
+
 def test_batches_are_sliced_and_padded_without_changing_the_answers() -> None:
     """Slices of ``max_batch`` and a compiled network's padding to fixed sizes give the same logits."""
     detector = CudaDetector(SHIPPED_MODEL, device="cpu", precision="fp32", max_batch=4)
@@ -193,9 +211,9 @@ def test_batches_are_sliced_and_padded_without_changing_the_answers() -> None:
 @needs_data
 @pytest.mark.parametrize("device", DEVICES)
 def test_agreement_with_the_cpu_path_on_real_images(device: str) -> None:
-    """The device path (tensor preprocessing, bf16) names the same label as the CPU path on >= 99 % of images."""
+    """The device path (tensor preprocessing, fp16) names the same label as the CPU path on >= 99 % of images."""
     paths = sample_images(DATA / "manifest.csv", AGREEMENT_IMAGES)
-    result = agreement(SHIPPED_MODEL, paths, device=device, precision="bf16")
+    result = agreement(SHIPPED_MODEL, paths, device=device)
     print(f"\n{device}: {result}")
     assert result.images == len(paths) and result.device_decoded == len(paths)  # all JPEGs, all on the device path
     assert result.agreement >= MIN_AGREEMENT

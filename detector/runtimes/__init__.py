@@ -4,7 +4,7 @@
 - :mod:`detector.runtimes.onnx_runtime`: the exported ``.onnx`` file in ONNX Runtime (torch-free);
 - :mod:`detector.runtimes.openvino_runtime`: the same file in OpenVINO's CPU plugin (the same answers, faster);
 - :mod:`detector.runtimes.torch_eager`: a ``.pt`` checkpoint in eager PyTorch;
-- :mod:`detector.runtimes.torch_cuda`: a ``.pt`` checkpoint on a GPU in large batches (bf16, channels-last,
+- :mod:`detector.runtimes.torch_cuda`: a ``.pt`` checkpoint on a GPU in large batches (fp16, channels-last,
   optionally compiled), with nvJPEG decoding (:mod:`detector.gpu_preprocessing`).
 
 :func:`open_detector` picks the engine from the file name, the device and ``engine`` (:func:`onnx_engine`).
@@ -52,7 +52,7 @@ def open_detector(
     *,
     threads: int | None = None,
     device: str | None = None,
-    precision: str = "bf16",
+    precision: str = "fp16",
     compile: bool = False,
     engine: str = "onnxruntime",
 ) -> Detector:
