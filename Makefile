@@ -129,13 +129,13 @@ microbench: $(STAMP)  ## bare-model images/s at batch 1/8/32 (eager, ONNX fp32, 
 
 # The GPU path (docs/performance.md, "On a GPU"). bench-gpu and test-gpu run loadtests/gpu.sh, which a GPU machine
 # without make runs itself: it uses GPU_PYTHON (.venv's when there is one, else python3) and installs nothing from
-# the network; what that Python lacks for the scan and handler sections and for pytest it takes from the wheels
-# brought along in GPU_WHEELS (.whl/), which gpu-wheels downloads on a machine with a registry, for GPU_WHEEL_PYTHON.
+# the network; what that Python lacks for the scan and handler sections it takes from the wheels brought along in
+# GPU_WHEELS (.whl/), which gpu-wheels downloads on a machine with a registry, for GPU_WHEEL_PYTHON. test-gpu needs
+# pytest there (the lent machines have it).
 GPU_WHEELS       ?= .whl
 GPU_WHEEL_PYTHON ?= 3.12
 GPU_WHEEL_NEEDS  := pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 python-dotenv==1.2.4 \
-                    typing-inspection==0.4.5 annotated-types==0.8.0 defusedxml==0.7.1 \
-                    pytest==9.2.0 iniconfig==2.3.1 pluggy==1.7.0 pygments==2.21.0
+                    typing-inspection==0.4.5 annotated-types==0.8.0 defusedxml==0.7.1
 export GPU_PYTHON GPU_WHEELS GPU_SITE
 .PHONY: bench-gpu test-gpu gpu-wheels
 bench-gpu:  ## on a GPU machine: model (fp32/bf16/compiled), nvJPEG vs CPU decode, detector-scan --device cuda, handler; <= 5 min [ARGS=--quick]

@@ -24,9 +24,10 @@ gpu-wheels`` downloads them on a machine with a registry), else those sections s
 others run. The handler imports TorchServe's ``ts`` package only for two names (``BaseHandler``,
 ``Dimension``); without ``ts`` installed, a stand-in for those two is put in its place.
 
-Images: ``--images DIR`` (JPEGs; by default ``--count`` real-photo JPEGs of 1024x768 made from scikit-learn's
-two sample photographs, the size of the issue's decode figure). ``--quick`` runs everything with tiny
-sizes, on the CPU when there is no GPU, so that the script itself is tested where no GPU is.
+Images: ``--images DIR`` (JPEGs; by default ``--count`` JPEGs of 1024x768, the size of the issue's decode
+figure, made from scikit-learn's or matplotlib's sample photographs, or synthetic where neither is
+installed). ``--quick`` runs everything with tiny sizes, on the CPU when there is no GPU, so that the
+script itself is tested where no GPU is.
 """
 
 from __future__ import annotations
@@ -168,40 +169,65 @@ def agreements(
 # --- images --------------------------------------------------------------------------------------------------
 
 
+#: where installed photographs are found: scikit-learn's two sample photos, else matplotlib's Grace Hopper
+PHOTO_PACKAGES = (("sklearn", "datasets/images", "*.jpg"), ("matplotlib", "mpl-data/sample_data", "grace_hopper.jpg"))
+
+
 def sample_photos() -> list[Path]:
-    """Real photographs every machine that runs this has: scikit-learn's two sample photos (640x427).
+    """Real photographs installed with scikit-learn or matplotlib (the first found), or none.
 
-    scikit-learn is on a lent GPU machine's image as well as in the project's requirements; matplotlib,
-    whose photograph of Grace Hopper this script used before, is not there, so it could not start.
+    The issue's GPU machine need have only torch, torchvision, timm, numpy and Pillow, none of which ships a
+    photograph, so :func:`make_photos` falls back to :func:`synthetic_photo` where neither package is there.
     """
-    spec = importlib.util.find_spec("sklearn")
-    photos = (
-        sorted(Path(spec.origin).parent.joinpath("datasets", "images").glob("*.jpg")) if spec and spec.origin else []
-    )
-    if not photos:
-        raise RuntimeError("scikit-learn's sample photos are missing: install scikit-learn, or pass --images DIR")
-    return photos
+    for package, folder, pattern in PHOTO_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin is not None:
+            found = sorted((Path(spec.origin).parent / folder).glob(pattern))
+            if found:
+                return found
+    return []
 
 
-def _make_photo(args: tuple[Path, Path, int, tuple[int, int]]) -> None:
+def synthetic_photo(seed: int, size: tuple[int, int]) -> Image.Image:
+    """A photo-like picture: smooth shapes and finer texture, each weaker, plus sensor grain.
+
+    At 1024x768 its JPEG is close to the sample photographs' in size and decode time, which is what the decode
+    figures measure.
+    """
+    rng = np.random.default_rng(seed)
+    width, height = size
+    pixels = np.full((height, width, 3), 128.0, dtype=np.float32)
+    for cells, amplitude in ((4, 60.0), (16, 25.0), (64, 10.0)):
+        for channel in range(3):
+            field = rng.normal(size=(max(2, cells * height // width), cells)).astype(np.float32)
+            layer = Image.fromarray(field, mode="F").resize(size, Image.Resampling.BICUBIC)
+            pixels[..., channel] += amplitude * np.asarray(layer)
+    pixels += rng.normal(scale=3.0, size=(height, width, 1))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _make_photo(args: tuple[Path, Path | None, int, tuple[int, int]]) -> None:
     path, source, seed, size = args
-    photo = Image.open(source).convert("RGB")
     rng = random.Random(seed)
+    if source is None:
+        synthetic_photo(seed, size).save(path, quality=rng.randint(80, 95))
+        return
+    photo = Image.open(source).convert("RGB")
     left, top = rng.randint(0, 60), rng.randint(0, 60)
     crop = photo.crop((left, top, left + photo.width - 60, top + photo.height - 60))
     crop.resize(size, Image.Resampling.BICUBIC).save(path, quality=rng.randint(80, 95))
 
 
 def make_photos(folder: Path, count: int, size: tuple[int, int], unique: int = 256) -> list[Path]:
-    """``count`` real-photo JPEGs of ``size`` (``unique`` distinct crops of :func:`sample_photos` and qualities,
-    hard-linked to ``count``)."""
+    """``count`` JPEGs of ``size`` in ``folder``: ``unique`` distinct crops of :func:`sample_photos` (or
+    :func:`synthetic_photo` where none is installed) at qualities 80-95, hard-linked to ``count``."""
     folder.mkdir(parents=True, exist_ok=True)
     existing = list_images(folder)
     if len(existing) >= count:
         return existing[:count]
     distinct = [folder / f"photo_{i:05d}.jpg" for i in range(min(unique, count))]
+    sources: list[Path | None] = list(sample_photos()) or [None]
     with get_context("spawn").Pool(os.cpu_count() or 1) as pool:
-        sources = sample_photos()
         pool.map(_make_photo, [(path, sources[i % len(sources)], i, size) for i, path in enumerate(distinct)])
     for i in range(len(distinct), count):
         link = folder / f"photo_{i:05d}.jpg"
@@ -592,10 +618,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if folder is not None:
             photos = list_images(folder)
         else:
-            folder = (
-                Path(tempfile.gettempdir()) / f"bench-gpu-sample-photos-{options.photo_size[0]}x{options.photo_size[1]}"
-            )
+            width, height = options.photo_size
+            kind = "photos" if sample_photos() else "synthetic"
+            folder = Path(tempfile.gettempdir()) / f"bench-gpu-{kind}-{width}x{height}"
             photos = make_photos(folder, options.count, options.photo_size)
+            made_from = ", ".join(path.name for path in sample_photos()) or "synthetic pictures (no photograph here)"
+            report.note(f"images made from {made_from}")
         if not photos:
             print(f"error: no images in {folder}", file=sys.stderr)
             return 2

@@ -338,15 +338,15 @@ def test_a_worker_takes_the_gpu_torchserve_assigned_only_where_it_can_use_it(tmp
 
 def test_the_gpu_benchmark_runs_quickly_on_the_cpu_with_only_the_gpu_machines_packages(tmp_path: Path) -> None:
     """``make bench-gpu ARGS=--quick`` (``loadtests/gpu.sh``): every section runs (tiny sizes, on the CPU) and writes
-    its figures, in a Python that has only what a lent GPU machine's image has and the carried wheels, its photos
-    made afresh."""
+    its figures, in a Python that has only what the issue's GPU machine has (torch, torchvision, timm, numpy,
+    Pillow) and the carried wheels, its pictures made afresh (synthetic: no photograph is installed there)."""
     import json
     import subprocess
 
     from gpu_image import ROOT, gpu_image_python
 
     python = gpu_image_python(tmp_path / "gpu-image")
-    for missing in ("matplotlib", "httpx", "fastapi"):  # in .venv, not on the GPU machine
+    for missing in ("matplotlib", "sklearn", "httpx", "fastapi"):  # in .venv, not on the issue's GPU machine
         probe = subprocess.run([python, "-c", f"import {missing}"], capture_output=True)
         assert probe.returncode != 0, f"{missing} is importable in the GPU image's Python"
     output, scratch = tmp_path / "results", tmp_path / "tmp"
@@ -359,6 +359,7 @@ def test_the_gpu_benchmark_runs_quickly_on_the_cpu_with_only_the_gpu_machines_pa
     expected = {"model", "decode", "scan", "handler"} | ({"agreement"} if (DATA / "manifest.csv").is_file() else set())
     assert expected <= set(report["sections"]), report["notes"]
     assert not [note for note in report["notes"] if "failed" in note or "skipped" in note], report["notes"]
+    assert "images made from synthetic pictures (no photograph here)" in report["notes"]
     assert {(row["runtime"], row["batch"]) for row in report["sections"]["model"]} >= {("fp32", 1), ("bf16", 4)}
     assert all(
         float(row["images_per_s"]) > 0
