@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `make bench-gpu` and `make test-gpu` run, for a GPU machine that may have no make, no registry and no
-# .venv (a lent one: torch with CUDA, torchvision, timm, numpy, Pillow, scikit-learn; docs/performance.md).
+# .venv, only torch with CUDA, torchvision, timm, numpy and Pillow (issue #14; docs/performance.md, "On a GPU").
 # What that Python lacks (pydantic, pydantic-settings, defusedxml) comes from wheels carried along in
 # GPU_WHEELS (`make gpu-wheels` downloads them on a machine with a registry), installed into GPU_SITE.
 #
