@@ -66,6 +66,8 @@ PHOTO_SIZE = (1024, 768)
 #: what the sections need beyond torch, torchvision, timm, numpy and Pillow
 SCAN_NEEDS = ("pydantic", "pydantic_settings", "defusedxml", "tqdm", "jinja2")
 HANDLER_NEEDS = ("pydantic",)
+#: files with differing labels listed per agreement row
+MAX_DISAGREEMENTS = 10
 
 
 # --- the agreement of the two paths (tests/test_gpu.py measures with it too) ---------------------------------
@@ -82,6 +84,8 @@ class Agreement:
     device_decoded: int
     device: str
     precision: str
+    #: the first few files whose labels differ: "name: P(ai) CPU -> device", to see how near a threshold they sit
+    disagreements: list[str] = field(default_factory=list)
 
     @property
     def agreement(self) -> float:
@@ -141,6 +145,7 @@ def agreements(
         for precision in precisions
     ]
     agree, deltas, decoded = [0] * len(candidates), [[] for _ in candidates], 0
+    differing: list[list[str]] = [[] for _ in candidates]
     for first in range(0, len(paths), batch):
         chunk = list(paths[first : first + batch])
         expected = reference.classify(np.stack([reference.preprocess(path) for path in chunk]))
@@ -149,9 +154,11 @@ def agreements(
             raise ValueError(f"the device path refused {len(device_batch.errors)} files the CPU path decoded")
         decoded += device_batch.device_decoded
         for n, candidate in enumerate(candidates):
-            for want, got in zip(expected, candidate.decide_batch(device_batch), strict=True):
+            for path, want, got in zip(chunk, expected, candidate.decide_batch(device_batch), strict=True):
                 agree[n] += want.label == got.label  # type: ignore[union-attr]
                 deltas[n].append(abs(want.p_ai - got.p_ai))  # type: ignore[union-attr]
+                if want.label != got.label and len(differing[n]) < MAX_DISAGREEMENTS:  # type: ignore[union-attr]
+                    differing[n].append(f"{Path(path).name}: {want.p_ai:.4f} -> {got.p_ai:.4f}")  # type: ignore[union-attr]
     return [
         Agreement(
             images=len(paths),
@@ -161,6 +168,7 @@ def agreements(
             device_decoded=decoded,
             device=device,
             precision=precision,
+            disagreements=differing[n],
         )
         for n, precision in enumerate(precisions)
     ]
@@ -642,7 +650,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         def compare() -> None:
             precisions = ["fp16", "bf16", "fp32"]
             for result in agreements(options.checkpoint, sample, device=options.device, precisions=precisions):
-                report.add("agreement", **{**asdict(result), "agreement": round(result.agreement, 4)})
+                row = {**asdict(result), "agreement": round(result.agreement, 4)}
+                report.add("agreement", **{**row, "disagreements": "; ".join(result.disagreements)})
 
         sections.append(("agreement", compare))
     else:
