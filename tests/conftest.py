@@ -47,7 +47,7 @@ def exported_model(trained_run: Path) -> Path:
 @pytest.fixture(scope="session")
 def web_server(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The web app in a real uvicorn process (``python -m serving``), on a free loopback port."""
-    from web_process import running_web_server  # httpx: not where only tests/test_gpu.py runs (make test-gpu)
+    from web_process import running_web_server  # needs httpx, which make test-gpu (tests/test_gpu.py) does not
 
     with running_web_server(exported_model, tmp_path_factory.mktemp("server") / "server.log") as url:
         yield url
