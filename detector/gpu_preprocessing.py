@@ -68,6 +68,10 @@ DEVICE_FRAMES = frozenset({0xC0, 0xC1})
 _INTERPOLATION = {"bilinear": ("bilinear", True), "bicubic": ("bicubic", True), "nearest": ("nearest-exact", False)}
 #: most bytes of float32 pixels resized in one interpolate call (a group of large photos goes in slices)
 _RESIZE_BYTES = 256 * 1024 * 1024
+#: most bytes of full-size RGB the device decoder writes in one call: a batch's JPEGs go in parts, each reduced
+#: as draft mode would before the next part is decoded, so a batch of 256 photos of 64 MP (192 MB each decoded:
+#: 49 GB) never holds more than this at full size on the card
+DECODE_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,19 +86,13 @@ class EncodedJpeg:
     #: reduction after it, :func:`~detector.preprocessing.draft_for_model`): the full-size decode is
     #: box-reduced by as much
     reduction: int = 1
+    #: width x height at full size, from the header: what the device decoder will write, times 3
+    pixels: int = 0
 
 
 #: what :meth:`DevicePreprocessor.stage` makes of one file: bytes for the device decoder, Pillow's pixels
 #: (uint8, (3, H, W), on the CPU), or the reason the file has no model input
 Staged = EncodedJpeg | torch.Tensor | ImageDecodeError | OSError
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """An image decoded and upright, uint8 (3, H, W) on the device, and the box reduction it still needs."""
-
-    pixels: torch.Tensor
-    reduction: int = 1
 
 
 @dataclass
@@ -177,7 +175,14 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
 class DevicePreprocessor:
     """The model input of a batch of files, decoded, resized and normalised on ``device``."""
 
-    def __init__(self, config: PreprocessConfig, device: torch.device | str = "cuda", *, nvjpeg: bool = True) -> None:
+    def __init__(
+        self,
+        config: PreprocessConfig,
+        device: torch.device | str = "cuda",
+        *,
+        nvjpeg: bool = True,
+        decode_bytes: int = DECODE_BYTES,
+    ) -> None:
         if config.resample not in _INTERPOLATION:
             raise ValueError(
                 f"resample {config.resample!r} has no device implementation ({', '.join(_INTERPOLATION)} do): "
@@ -187,6 +192,8 @@ class DevicePreprocessor:
         self.device = torch.device(device)
         #: False: every file goes through Pillow (resize and normalisation still on the device)
         self.nvjpeg = nvjpeg
+        #: most bytes of full-size pixels decoded in one call (:data:`DECODE_BYTES`)
+        self.decode_bytes = decode_bytes
         self._mode, self._antialias = _INTERPOLATION[config.resample]
         self._scale = torch.as_tensor(config._scale, device=self.device).view(1, 3, 1, 1)
         self._offset = torch.as_tensor(config._offset, device=self.device).view(1, 3, 1, 1)
@@ -216,9 +223,10 @@ class DevicePreprocessor:
                 orientation = int(header.getexif().get(ORIENTATION, 1))
             except Exception:  # noqa: BLE001 (a broken EXIF block: let Pillow decide, as the CPU path does)
                 return self._pillow(data, max_pixels)
+            pixels = header.width * header.height  # before the draft mode below changes the header's size
             scale, reduction = draft_for_model(header, self.config.input_size)
             data_tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return EncodedJpeg(data_tensor, orientation, data, reduction=scale * reduction)
+            return EncodedJpeg(data_tensor, orientation, data, reduction=scale * reduction, pixels=pixels)
         return self._pillow(data, max_pixels)
 
     def _pillow(self, data: bytes, max_pixels: int) -> torch.Tensor | ImageDecodeError:
@@ -234,13 +242,13 @@ class DevicePreprocessor:
     def batch(self, staged: Sequence[Staged], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceBatch:
         """Decode the staged JPEGs on the device, upload Pillow's, resize and normalise them all."""
         result = DeviceBatch(size=len(staged))
-        images: dict[int, Decoded] = {}
+        images: dict[int, torch.Tensor] = {}
         jpegs: dict[int, EncodedJpeg] = {}
         for position, item in enumerate(staged):
             if isinstance(item, EncodedJpeg):
                 jpegs[position] = item
             elif isinstance(item, torch.Tensor):
-                images[position] = Decoded(item.to(self.device, non_blocking=True))
+                images[position] = item.to(self.device, non_blocking=True)
             else:
                 result.errors[position] = item
         decoded_jpegs, result.device_decoded = self._decode_jpegs(jpegs, max_pixels)
@@ -251,8 +259,7 @@ class DevicePreprocessor:
                 images[position] = decoded
         result.positions = sorted(images)
         if result.positions:
-            chosen = [images[position] for position in result.positions]
-            result.inputs = self.to_inputs([d.pixels for d in chosen], [d.reduction for d in chosen])
+            result.inputs = self.to_inputs([images[position] for position in result.positions])
         return result
 
     def __call__(self, sources: Sequence[ImageSource], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceBatch:
@@ -261,35 +268,84 @@ class DevicePreprocessor:
 
     def _decode_jpegs(
         self, jpegs: dict[int, EncodedJpeg], max_pixels: int
-    ) -> tuple[dict[int, Decoded | ImageDecodeError], int]:
-        """The JPEGs upright, in one call to the device decoder, and how many it decoded.
+    ) -> tuple[dict[int, torch.Tensor | ImageDecodeError], int]:
+        """The JPEGs upright and reduced as the CPU path's draft mode reduces them, and how many the device
+        decoder decoded; in parts of at most :attr:`decode_bytes` of full-size pixels, each part reduced
+        before the next is decoded."""
+        results: dict[int, torch.Tensor | ImageDecodeError] = {}
+        on_device = 0
+        for part in self._parts(jpegs):
+            decoded, full_size = self._decode_part(part, max_pixels)
+            results.update(self._reduced(decoded, {position: part[position].reduction for position in full_size}))
+            on_device += len(full_size)
+        return results, on_device
 
-        One bad file fails the whole call: then they go one by one, and Pillow takes those it refuses.
+    def _parts(self, jpegs: dict[int, EncodedJpeg]) -> list[dict[int, EncodedJpeg]]:
+        """The JPEGs in order, in parts whose full-size pixels fit :attr:`decode_bytes` (a larger one alone)."""
+        parts: list[dict[int, EncodedJpeg]] = []
+        room = 0
+        for position, jpeg in jpegs.items():
+            size = 3 * jpeg.pixels
+            if not parts or size > room:
+                parts.append({})
+                room = self.decode_bytes
+            parts[-1][position] = jpeg
+            room -= size
+        return parts
+
+    def _decode_part(
+        self, jpegs: dict[int, EncodedJpeg], max_pixels: int
+    ) -> tuple[dict[int, torch.Tensor | ImageDecodeError], list[int]]:
+        """The JPEGs upright, in one call to the device decoder, and the positions it decoded (at full size).
+
+        One bad file fails the whole call: then they go one by one, and Pillow takes those it refuses
+        (at draft mode's scale already).
         """
-        if not jpegs:
-            return {}, 0
         self._drain()
         try:
             decoded = decode_jpeg([jpeg.data for jpeg in jpegs.values()], mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError:
             results = {position: self._decode_one(jpeg, max_pixels) for position, jpeg in jpegs.items()}
-            return {position: image for position, (image, _) in results.items()}, sum(
-                on_device for _, on_device in results.values()
-            )
+            full_size = [position for position, (_, on_device) in results.items() if on_device]
+            return {position: image for position, (image, _) in results.items()}, full_size
         upright = zip(jpegs.items(), decoded, strict=True)
-        return {
-            position: Decoded(orient(image, jpeg.orientation), jpeg.reduction) for (position, jpeg), image in upright
-        }, len(jpegs)
+        return {position: orient(image, jpeg.orientation) for (position, jpeg), image in upright}, list(jpegs)
 
-    def _decode_one(self, jpeg: EncodedJpeg, max_pixels: int) -> tuple[Decoded | ImageDecodeError, bool]:
+    def _decode_one(self, jpeg: EncodedJpeg, max_pixels: int) -> tuple[torch.Tensor | ImageDecodeError, bool]:
         """One JPEG by the device decoder, or by Pillow when it refuses (True: the device decoded it)."""
         self._drain()
         try:
-            image = decode_jpeg(jpeg.data, mode=ImageReadMode.RGB, device=self.device)
-            return Decoded(orient(image, jpeg.orientation), jpeg.reduction), True
+            return orient(decode_jpeg(jpeg.data, mode=ImageReadMode.RGB, device=self.device), jpeg.orientation), True
         except RuntimeError:
             pillow = self._pillow(jpeg.raw, max_pixels)  # drafted and upright already, or the CPU path's refusal
-            return (pillow if isinstance(pillow, ImageDecodeError) else Decoded(pillow.to(self.device))), False
+            return (pillow if isinstance(pillow, ImageDecodeError) else pillow.to(self.device)), False
+
+    @staticmethod
+    def _reduced(
+        decoded: dict[int, torch.Tensor | ImageDecodeError], reductions: dict[int, int]
+    ) -> dict[int, torch.Tensor | ImageDecodeError]:
+        """The full-size decodes (``reductions``' positions) box-reduced by their JPEG's
+        :attr:`~EncodedJpeg.reduction`, images of one size together: each pixel the rounded mean of its
+        block, as ``PIL.Image.reduce`` gives it, close to what draft mode's scaled IDCT decodes.
+
+        Without it, a photo far larger than the input differed from the CPU path's pixels by up to 36 levels
+        and changed 1.6 % of the labels of 501 originals of 2 MP and more, even in fp32 (docs/performance.md,
+        "On a GPU"). Pillow's decodes are drafted already and not among ``reductions``.
+        """
+        reduced = dict(decoded)
+        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        for position, reduction in reductions.items():
+            image = decoded[position]
+            if reduction > 1 and isinstance(image, torch.Tensor):
+                groups[(int(image.shape[-2]), int(image.shape[-1]), reduction)].append(position)
+        for (height, width, reduction), members in groups.items():
+            step = max(1, _RESIZE_BYTES // (3 * height * width * 4))
+            for first in range(0, len(members), step):
+                chosen = members[first : first + step]
+                pixels = torch.stack([decoded[position] for position in chosen]).float()  # type: ignore[misc]
+                pooled = functional.avg_pool2d(pixels, reduction, ceil_mode=True).round_().to(torch.uint8)
+                reduced.update(zip(chosen, pooled, strict=True))
+        return reduced
 
     def _drain(self) -> None:
         """Wait for the work queued on the current CUDA stream before the device decoder writes.
@@ -309,36 +365,27 @@ class DevicePreprocessor:
         resized = functional.interpolate(pixels, size=size, mode=self._mode, antialias=self._antialias)
         return resized.round_().clamp_(0, 255)
 
-    def to_inputs(self, images: Sequence[torch.Tensor], reductions: Sequence[int] | None = None) -> torch.Tensor:
+    def to_inputs(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """uint8 (3, H, W) images on the device -> the model's (N, 3, S, S) float32 input, channels-last.
 
-        Images of one size and reduction go together. A full-size decode of a JPEG that the CPU path's draft
-        mode would have reduced (``reductions``, :attr:`EncodedJpeg.reduction`) is first box-reduced by as
-        much, each pixel the rounded mean of its block as ``PIL.Image.reduce`` gives it, which is close to
-        what draft mode's scaled IDCT decodes. Without it, a photo far larger than the input differed from
-        the CPU path's pixels by up to 36 levels and changed 1.6 % of the labels of 501 originals of
-        2 MP and more, even in fp32 (docs/performance.md, "On a GPU"). Then the resize, in Pillow's two passes
-        (the width, then the height), each rounded to whole levels as Pillow's 8-bit resize rounds them (a
-        single 2-D pass differed from Pillow on ~17 % of the pixels of the tests' corpus, the two passes on
-        ~3 %, by one level, two at most); then ``x * scale + offset`` as
-        :func:`detector.preprocessing.image_to_array` computes it.
+        Images of one size are resized together, in Pillow's two passes (the width, then the height), each
+        rounded to whole levels as Pillow's 8-bit resize rounds them (a single 2-D pass differed from Pillow
+        on ~17 % of the pixels of the tests' corpus, the two passes on ~3 %, by one level, two at most); then
+        ``x * scale + offset`` as :func:`detector.preprocessing.image_to_array` computes it.
         """
         size = self.config.input_size
-        reductions = reductions or [1] * len(images)
         out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=self.device)
-        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-        for index, (image, reduction) in enumerate(zip(images, reductions, strict=True)):
-            groups[(int(image.shape[-2]), int(image.shape[-1]), reduction)].append(index)
-        for (height, width, reduction), members in groups.items():
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            groups[(int(image.shape[-2]), int(image.shape[-1]))].append(index)
+        for (height, width), members in groups.items():
             step = max(1, _RESIZE_BYTES // (3 * height * width * 4))
             for first in range(0, len(members), step):
                 chosen = members[first : first + step]
                 pixels = torch.stack([images[i] for i in chosen]).float()
-                if reduction > 1:
-                    pixels = functional.avg_pool2d(pixels, reduction, ceil_mode=True).round_()
-                if pixels.shape[-1] != size:
-                    pixels = self._resample(pixels, (pixels.shape[-2], size))
-                if pixels.shape[-2] != size:
+                if width != size:
+                    pixels = self._resample(pixels, (height, size))
+                if height != size:
                     pixels = self._resample(pixels, (size, size))
                 out[chosen] = pixels
         out.mul_(self._scale).add_(self._offset)

@@ -126,6 +126,24 @@ def test_large_jpegs_are_reduced_as_draft_mode_reduces_them(
     assert float(levels.max()) <= 4.001 and float(levels.mean()) <= 0.4  # measured: 3-4 and 0.31-0.35
 
 
+def test_a_batch_of_large_jpegs_is_decoded_in_parts_each_reduced_before_the_next() -> None:
+    """At most ``decode_bytes`` of full-size pixels are decoded at once (a batch of 64 MP photos would otherwise
+    hold 192 MB each on the card): parts give the same model input as one call for the whole batch."""
+    config = PreprocessConfig()
+    small = _encode(Image.new("RGB", (300, 200), (9, 99, 199)), "JPEG")
+    files = [_large_photo((1600, 1200), 2), _large_photo((2400, 1800), 0), small]
+    whole = DevicePreprocessor(config, "cpu")
+    in_parts = DevicePreprocessor(config, "cpu", decode_bytes=3 * 2400 * 1800)
+    staged = [whole.stage(data) for data in files]
+    assert [item.pixels for item in staged if isinstance(item, EncodedJpeg)] == [1600 * 1200, 2400 * 1800, 300 * 200]
+    assert [list(part) for part in whole._parts(dict(enumerate(staged)))] == [[0, 1, 2]]  # type: ignore[arg-type]
+    assert [list(part) for part in in_parts._parts(dict(enumerate(staged)))] == [[0], [1], [2]]  # type: ignore[arg-type]
+    one_call, parts = whole.batch(staged), in_parts.batch(staged)
+    assert one_call.inputs is not None and parts.inputs is not None
+    assert torch.equal(one_call.inputs, parts.inputs)
+    assert one_call.device_decoded == parts.device_decoded == 3
+
+
 @needs_cuda
 def test_on_cuda_the_device_decoder_leaves_memory_still_being_read_alone() -> None:
     """Blocks freed while queued kernels still read them are not overwritten by nvJPEG (pytorch/vision#9606).
