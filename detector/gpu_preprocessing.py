@@ -12,9 +12,10 @@ H200 with nvJPEG, ~930/s with Pillow on 16 cores). This module gives the same mo
    by the core's :func:`~detector.preprocessing.load_image` (Pillow, draft mode, EXIF orientation,
    16-bit, palette and alpha handled as everywhere else).
 2. :meth:`DevicePreprocessor.batch`, per batch: ``torchvision.io.decode_jpeg(..., device=...)`` decodes
-   the JPEGs together (nvJPEG on CUDA; libjpeg-turbo when the device is the CPU, which is how the tests
-   run this pipeline without a GPU), the EXIF orientation read from the header is applied, Pillow's
-   results are uploaded, then every image is resized to the model's input size with antialiasing
+   the JPEGs together, in parts of at most :data:`DECODE_BYTES` of full-size pixels (nvJPEG on CUDA;
+   libjpeg-turbo when the device is the CPU, which is how the tests run this pipeline without a GPU), the
+   EXIF orientation read from the header is applied, each decode is box-reduced as draft mode would have
+   reduced it, Pillow's results are uploaded, then every image is resized to the model's input size with antialiasing
    (``torch.nn.functional.interpolate(..., antialias=True)``: Pillow's resampling filter; rounded to whole
    levels as Pillow's 8-bit resize is) and normalised with the model's mean and std, on the device.
 
