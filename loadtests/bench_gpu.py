@@ -226,15 +226,17 @@ def _make_photo(args: tuple[Path, Path | None, int, tuple[int, int]]) -> None:
     crop.resize(size, Image.Resampling.BICUBIC).save(path, quality=rng.randint(80, 95))
 
 
-def make_photos(folder: Path, count: int, size: tuple[int, int], unique: int = 256) -> list[Path]:
-    """``count`` JPEGs of ``size`` in ``folder``: ``unique`` distinct crops of :func:`sample_photos` (or
-    :func:`synthetic_photo` where none is installed) at qualities 80-95, hard-linked to ``count``."""
+def make_photos(
+    folder: Path, count: int, size: tuple[int, int], photos: Sequence[Path], unique: int = 256
+) -> list[Path]:
+    """``count`` JPEGs of ``size`` in ``folder``: ``unique`` distinct crops of ``photos`` (:func:`sample_photos`;
+    :func:`synthetic_photo` where there are none) at qualities 80-95, hard-linked to ``count``."""
     folder.mkdir(parents=True, exist_ok=True)
     existing = list_images(folder)
     if len(existing) >= count:
         return existing[:count]
     distinct = [folder / f"photo_{i:05d}.jpg" for i in range(min(unique, count))]
-    sources: list[Path | None] = list(sample_photos()) or [None]
+    sources: list[Path | None] = list(photos) or [None]
     with get_context("spawn").Pool(os.cpu_count() or 1) as pool:
         pool.map(_make_photo, [(path, sources[i % len(sources)], i, size) for i, path in enumerate(distinct)])
     for i in range(len(distinct), count):
@@ -627,10 +629,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             photos = list_images(folder)
         else:
             width, height = options.photo_size
-            kind = "photos" if sample_photos() else "synthetic"
+            sources = sample_photos()
+            kind = "photos" if sources else "synthetic"
             folder = Path(tempfile.gettempdir()) / f"bench-gpu-{kind}-{width}x{height}"
-            photos = make_photos(folder, options.count, options.photo_size)
-            made_from = ", ".join(path.name for path in sample_photos()) or "synthetic pictures (no photograph here)"
+            photos = make_photos(folder, options.count, options.photo_size, sources)
+            made_from = ", ".join(path.name for path in sources) or "synthetic pictures (no photograph here)"
             report.note(f"images made from {made_from}")
         if not photos:
             print(f"error: no images in {folder}", file=sys.stderr)

@@ -11,9 +11,9 @@ version, so answers say they came from the lower precision; ``"bf16"`` does the 
 or H200, but fp16 keeps 3 more bits of mantissa: against the CPU path, P(ai) moved by 0.0006 on average
 in fp16 and 0.0044 in bf16 on 1,200 images of the data set, and the labels of 501 camera-size originals
 agreed on 99.2 % in fp16 against 98.4 % in bf16, short of the issue's 99 % (docs/performance.md, "On a
-GPU"). fp16's price
-is its range (at most 65,504): a row whose logits overflow is run again in fp32 (:meth:`CudaDetector.logits`),
-so no answer is lost to it. (Training keeps bf16, whose range needs no loss scaling: ``training/engine.py``.)
+GPU"). fp16's price is its range (at most 65,504): a row whose logits overflow is run again in fp32
+(:meth:`CudaDetector.logits`), so no answer is lost to it. (Training keeps bf16, whose range needs no
+loss scaling: ``training/engine.py``.)
 ``compile=True`` compiles the network with ``torch.compile``; each batch is padded to the next of a few
 fixed sizes (:data:`COMPILED_BATCHES`), so that TorchServe's batches of every size cost a handful of
 compilations, not one per size. The class activation map (``logits_and_cam``) runs eagerly.
