@@ -117,6 +117,17 @@ class DeviceBatch:
         return [rows[i] if i in rows else self.errors[i] for i in range(self.size)]
 
 
+def resolved_device(device: torch.device | str) -> torch.device:
+    """``device`` as the tensors placed on it name it: ``cuda`` becomes ``cuda:0`` (the current GPU), ``cpu:0``
+    becomes ``cpu``.
+
+    ``torch.device("cuda") != torch.device("cuda:0")``, yet a tensor sent to ``cuda`` says ``cuda:0``: a runtime
+    that compares a tensor's device with the one it was given must hold the resolved one, or it takes every
+    tensor already on the GPU for a stranger (and ``pin_memory`` raises for it).
+    """
+    return torch.empty(0, device=device).device
+
+
 def read_source(source: ImageSource) -> bytes:
     """The whole file: bytes as given, a path read, or an open binary file read to its end."""
     if isinstance(source, bytes | bytearray | memoryview):
@@ -190,7 +201,7 @@ class DevicePreprocessor:
                 "run this model with the CPU preprocessing"
             )
         self.config = config
-        self.device = torch.device(device)
+        self.device = resolved_device(device)
         #: False: every file goes through Pillow (resize and normalisation still on the device)
         self.nvjpeg = nvjpeg
         #: most bytes of full-size pixels decoded in one call (:data:`DECODE_BYTES`)
@@ -279,6 +290,7 @@ class DevicePreprocessor:
             decoded, full_size = self._decode_part(part, max_pixels)
             results.update(self._reduced(decoded, {position: part[position].reduction for position in full_size}))
             on_device += len(full_size)
+            del decoded  # the part's full-size pixels, freed before the next part is decoded
         return results, on_device
 
     def _parts(self, jpegs: dict[int, EncodedJpeg]) -> list[dict[int, EncodedJpeg]]:
@@ -363,7 +375,21 @@ class DevicePreprocessor:
             torch.cuda.current_stream(self.device).synchronize()
 
     def _resample(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        resized = functional.interpolate(pixels, size=size, mode=self._mode, antialias=self._antialias)
+        """One pass of the resize, rounded to whole levels; on the CPU where the device's kernel cannot take it.
+
+        CUDA's antialiased kernel keeps a block's filter weights in shared memory (48 KiB), so it refuses to
+        shrink a side more than about 184 times (bilinear; half that bicubic): "Too much shared memory
+        required". Within the pixel cap that is a page-long screenshot 41,000 px tall, or a banner 42,000 px
+        wide (a JPEG too thin for draft mode to reduce). Such a pass runs on the CPU, the same arithmetic,
+        instead of failing the whole batch.
+        """
+        options = {"size": size, "mode": self._mode, "antialias": self._antialias}
+        try:
+            resized = functional.interpolate(pixels, **options)  # type: ignore[arg-type]
+        except RuntimeError as error:
+            if pixels.device.type == "cpu" or "shared memory" not in str(error):
+                raise
+            resized = functional.interpolate(pixels.cpu(), **options).to(pixels.device)  # type: ignore[arg-type]
         return resized.round_().clamp_(0, 255)
 
     def to_inputs(self, images: Sequence[torch.Tensor]) -> torch.Tensor:

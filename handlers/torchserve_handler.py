@@ -164,6 +164,10 @@ class DetectorHandler(BaseHandler):
             model_file, threads=settings.threads, device=device, precision=settings.precision, compile=settings.compile
         )
         self.runtime = ("onnxruntime" if model_file.suffix == ".onnx" else "torch") + ("-cuda" if device else "")
+        warm_up = getattr(self.detector, "warm_up", None)
+        compiled = warm_up() if warm_up is not None else []  # torch.compile's compiling: now, not within a request
+        if compiled:
+            log.info("torch.compile compiled the network for batches of %s", ", ".join(map(str, compiled)))
         if getattr(self.detector, "preprocessor", None) is not None:
             self.readers = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="read")
         self.archive_version = str(self.manifest["model"].get("modelVersion", ""))

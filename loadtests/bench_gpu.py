@@ -337,7 +337,7 @@ def bench_model(report: Report, options: argparse.Namespace, deadline: float) ->
         )
         size = detector.preprocess_config.input_size
         for batch in options.batches:
-            inputs = torch.randn(batch, 3, size, size, device=detector.device)
+            inputs = detector.to_device(torch.randn(batch, 3, size, size))  # channels-last, as the runtime runs it
             started = time.perf_counter()
             images_per_s = rate(
                 lambda inputs=inputs, run=detector.logits_tensor: run(inputs),

@@ -126,6 +126,22 @@ def test_large_jpegs_are_reduced_as_draft_mode_reduces_them(
     assert float(levels.max()) <= 4.001 and float(levels.mean()) <= 0.4  # measured: 3-4 and 0.31-0.35
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_banner_and_a_page_long_screenshot_are_resized_as_the_cpu_path_resizes_them(device: str) -> None:
+    """A side shrunk ~190 times is more than CUDA's antialiased kernel takes (its weights overflow shared memory):
+    that pass runs on the CPU, and the batch, with a photo beside them, is answered as the CPU path answers it."""
+    config = PreprocessConfig()
+    photo = Image.open(sample_photos()[0]).convert("RGB")
+    banner = _encode(photo.resize((43_000, 300)), "JPEG", quality=90)  # too thin for draft mode: decoded whole
+    page = _encode(photo.resize((300, 42_000)), "PNG", compress_level=1)
+    ordinary = _encode(photo.resize((400, 300)), "JPEG", quality=90)  # decoded whole on both paths too
+    preprocessor = DevicePreprocessor(config, device)
+    batch = preprocessor([banner, page, ordinary])
+    assert batch.inputs is not None and not batch.errors and batch.device_decoded == 2
+    for data, row in zip([banner, page, ordinary], batch.inputs, strict=True):
+        assert float((row.cpu() - torch.from_numpy(preprocess(data, config))).abs().max()) <= TWO_LEVELS
+
+
 def test_a_batch_of_large_jpegs_is_decoded_in_parts_each_reduced_before_the_next() -> None:
     """At most ``decode_bytes`` of full-size pixels are decoded at once (a batch of 64 MP photos would otherwise
     hold 192 MB each on the card): parts give the same model input as one call for the whole batch."""
@@ -196,6 +212,18 @@ def test_the_runtime_is_opened_by_device_and_says_its_precision() -> None:
             open_detector(SHIPPED_MODEL, device="cuda")
 
 
+@pytest.mark.parametrize(("device", "resolved"), [("cpu:0", "cpu"), pytest.param("cuda", "cuda:0", marks=needs_cuda)])
+def test_a_device_named_without_its_index_runs_batches_already_on_it(device: str, resolved: str) -> None:
+    """``cuda`` is held as ``cuda:0``, as its tensors name it: a batch already there is not taken for a CPU one
+    (``pin_memory`` raised for it), and files decoded there are scored."""
+    detector = CudaDetector(SHIPPED_MODEL, device=device, max_batch=4)
+    assert detector.device == detector.preprocessor.device == torch.device(resolved)
+    batch = torch.zeros((2, 3, 224, 224), device=device)
+    assert detector.logits(batch).shape == (2, 2)
+    photo = _encode(Image.new("RGB", (320, 240), (90, 120, 30)), "JPEG")
+    assert all(hasattr(answer, "label") for answer in detector.classify_files([photo, photo]))
+
+
 def test_rows_that_overflow_fp16_are_run_again_in_fp32() -> None:
     """fp16 (the default) reaches only 65,504: a row it overflows gets fp32's logits instead of NaN, with its heatmap;
     the other rows keep fp16's."""
@@ -220,7 +248,9 @@ def test_batches_are_sliced_and_padded_without_changing_the_answers() -> None:
     batch = np.random.default_rng(0).normal(size=(6, 3, 224, 224)).astype(np.float32)
     whole = detector.model(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).detach().numpy()
     np.testing.assert_allclose(detector.logits(batch), whole, atol=1e-4)
+    assert detector.warm_up() == []  # nothing to compile
     detector.compiled = True  # padded as a compiled network is (the eager one stands in for it here)
+    assert detector.warm_up() == [1, 8]  # the sizes slices of 1 to 4 are padded to, each run once at load
     np.testing.assert_allclose(detector.logits(batch[:3]), whole[:3], atol=1e-4)
     logits, cam = detector.logits_and_cam(batch[:2])
     assert cam.shape[0] == 2 and np.allclose(logits, whole[:2], atol=1e-4)

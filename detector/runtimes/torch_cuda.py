@@ -7,13 +7,13 @@ device (:mod:`detector.gpu_preprocessing`, nvJPEG) and runs it in slices of at m
 
 ``precision="fp16"`` (the default) runs the network under float16 autocast and appends ``-fp16`` to the
 version, so answers say they came from the lower precision; ``"bf16"`` does the same in bfloat16;
-``"fp32"`` keeps full precision. fp16 and bf16 run at the same rate on the tensor cores of an A100, H100
-or H200, but fp16 keeps 3 more bits of mantissa: against the CPU path, P(ai) moved by 0.0006 on average
-in fp16 and 0.0044 in bf16 on 1,200 images of the data set, and the labels of 501 camera-size originals
-agreed on 99.2 % in fp16 against 98.4 % in bf16, short of the issue's 99 % (docs/performance.md, "On a
-GPU"). fp16's price is its range (at most 65,504): a row whose logits overflow is run again in fp32
-(:meth:`CudaDetector.logits`), so no answer is lost to it. (Training keeps bf16, whose range needs no
-loss scaling: ``training/engine.py``.)
+``"fp32"`` keeps full precision (TF32 is turned off for it). fp16 and bf16 run at the same rate on the
+tensor cores of an A100, H100 or H200, but fp16 keeps 3 more bits of mantissa: against the CPU path,
+P(ai) moved by 0.0006 on average in fp16 and 0.0044 in bf16 on 1,200 images of the data set, and the
+labels of 501 camera-size originals agreed on 99.2 % in fp16 against 98.4 % in bf16, short of the
+issue's 99 % (docs/performance.md, "On a GPU"). fp16's price is its range (at most 65,504): a row whose
+logits overflow is run again in fp32 (:meth:`CudaDetector.logits`), so no answer is lost to it.
+(Training keeps bf16, whose range needs no loss scaling: ``training/engine.py``.)
 ``compile=True`` compiles the network with ``torch.compile``; each batch is padded to the next of a few
 fixed sizes (:data:`COMPILED_BATCHES`), so that TorchServe's batches of every size cost a handful of
 compilations, not one per size. The class activation map (``logits_and_cam``) runs eagerly.
@@ -35,7 +35,7 @@ import torch
 
 from detector.calibration import Decision, calibrated_probabilities
 from detector.checkpoint import load_model
-from detector.gpu_preprocessing import DeviceBatch, DevicePreprocessor
+from detector.gpu_preprocessing import DeviceBatch, DevicePreprocessor, resolved_device
 from detector.model import ExplainedModel
 from detector.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource
 from detector.runtimes.base import Detector
@@ -64,11 +64,15 @@ class CudaDetector(Detector):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {self.device} was asked for, but torch sees no CUDA device")
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device} was asked for, but torch sees no CUDA device")
+        self.device = resolved_device(device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+            if precision == "fp32":
+                # cuDNN runs fp32 convolutions in TF32 (10 bits of mantissa, fp16's) by default on an A100 and
+                # later: fp32 asked for is fp32 given, for this process's convolutions
+                torch.backends.cudnn.allow_tf32 = False
         model, metadata = load_model(path)
         if precision != "fp32":
             metadata = replace(metadata, version=f"{metadata.version}-{precision}")
@@ -89,7 +93,7 @@ class CudaDetector(Detector):
         """A (N, 3, H, W) batch from the CPU (or already on the device), channels-last on the device."""
         inputs = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch, np.float32))
         if inputs.device != self.device:
-            if self.device.type == "cuda":
+            if inputs.device.type == "cpu" and self.device.type == "cuda":
                 inputs = inputs.pin_memory()
             inputs = inputs.to(self.device, non_blocking=True)
         return inputs.float().contiguous(memory_format=torch.channels_last)
@@ -97,11 +101,32 @@ class CudaDetector(Detector):
     def _slices(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         return [inputs[first : first + self.max_batch] for first in range(0, len(inputs), self.max_batch)]
 
+    @staticmethod
+    def _padded(count: int) -> int:
+        """The batch size a compiled network runs ``count`` images at: the next of :data:`COMPILED_BATCHES`."""
+        return next((size for size in COMPILED_BATCHES if size >= count), count)
+
+    def warm_up(self) -> list[int]:
+        """Run once every batch size a compiled network can be given (slices of 1 to ``max_batch``, padded).
+
+        ``torch.compile`` compiles a size the first time it sees it, which takes tens of seconds: done here, it is
+        paid while the model loads (TorchServe's ``startupTimeout``), not inside a request, where it would
+        overrun ``responseTimeout`` and have the worker restarted. Returns the sizes run (none when not compiled).
+        """
+        if not self.compiled:
+            return []
+        counts = [count for count in (*COMPILED_BATCHES, self.max_batch) if count <= self.max_batch]
+        sizes = sorted({self._padded(count) for count in counts})
+        size = self.preprocess_config.input_size
+        for batch in sizes:
+            self.logits_tensor(torch.zeros((batch, 3, size, size), device=self.device))
+        return sizes
+
     def _run(self, inputs: torch.Tensor) -> torch.Tensor:
         """One slice through the (compiled) network; a compiled one sees only the sizes it was compiled for."""
         count = len(inputs)
         if self.compiled:
-            padded = next((size for size in COMPILED_BATCHES if size >= count), count)
+            padded = self._padded(count)
             if padded > count:
                 filler = inputs.new_zeros((padded - count, *inputs.shape[1:]))
                 inputs = torch.cat([inputs, filler]).contiguous(memory_format=torch.channels_last)
