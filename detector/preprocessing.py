@@ -60,8 +60,10 @@ _GUARD_LOCK = threading.Lock()
 
 #: modes holding more than 8 bits per sample: 16-bit PNG/TIFF ("I;16*", "I") and float TIFF ("F")
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-#: Pillow's ``JpegImagePlugin.get_sampling`` for 4:2:0 chroma (halved both ways); 1 is 4:2:2, 0 is 4:4:4
+#: Pillow's ``JpegImagePlugin.get_sampling`` for 4:2:0 chroma (halved both ways); 0 is 4:4:4
 SUBSAMPLING_420 = 2
+#: the same for 4:2:2 chroma (halved across)
+SUBSAMPLING_422 = 1
 
 #: file name suffixes of the formats the detector reads when it scans folders
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})

@@ -33,6 +33,7 @@ script itself is tested where no GPU is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib.util
 import json
@@ -578,6 +579,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--agreement-min-pixels", type=int, default=0, help="sample only images of at least this many pixels"
     )
     parser.add_argument(
+        "--repeat-colour",
+        action="store_true",
+        help="agreement only: decode as nvJPEG does, each colour sample repeated over its block (libjpeg-turbo's "
+        "fast upsampling, via simplejpeg): what the GPU does to the agreement, measured on the CPU",
+    )
+    parser.add_argument(
         "--output", type=Path, default=ROOT / "runs" / "bench-gpu", help="results.md/.json go into OUTPUT/<time>/"
     )
     parser.add_argument("--seconds", type=float, default=1.0, help="each timing runs at least this long")
@@ -652,7 +659,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def compare() -> None:
             precisions = ["fp16", "bf16", "fp32"]
-            for result in agreements(options.checkpoint, sample, device=options.device, precisions=precisions):
+            decoder: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if options.repeat_colour:
+                from loadtests.repeating_decoder import repeating_colour
+
+                decoder = repeating_colour()
+                report.note("agreement: the device decoder repeats colour as nvJPEG does (--repeat-colour)")
+            with decoder:
+                results = agreements(options.checkpoint, sample, device=options.device, precisions=precisions)
+            for result in results:
                 row = {**asdict(result), "agreement": round(result.agreement, 4)}
                 report.add("agreement", **{**row, "disagreements": "; ".join(result.disagreements)})
 

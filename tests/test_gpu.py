@@ -21,12 +21,14 @@ import torch
 from corpus import hostile_corpus
 from PIL import Image
 
-from detector import SHIPPED_MODEL
+from detector import SHIPPED_MODEL, gpu_preprocessing
 from detector.gpu_preprocessing import DevicePreprocessor, EncodedJpeg, jpeg_frame, orient
-from detector.preprocessing import ImageDecodeError, PreprocessConfig, preprocess
+from detector.jpeg_chroma import interpolate_chroma, replicated_samplings
+from detector.preprocessing import SUBSAMPLING_420, SUBSAMPLING_422, ImageDecodeError, PreprocessConfig, preprocess
 from detector.runtimes import open_detector
 from detector.runtimes.torch_cuda import CudaDetector
 from loadtests.bench_gpu import agreement, sample_images, sample_photos
+from loadtests.repeating_decoder import decode_repeating
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "realvsai-v1"
 needs_data = pytest.mark.skipif(
@@ -140,6 +142,61 @@ def test_a_banner_and_a_page_long_screenshot_are_resized_as_the_cpu_path_resizes
     assert batch.inputs is not None and not batch.errors and batch.device_decoded == 2
     for data, row in zip([banner, page, ordinary], batch.inputs, strict=True):
         assert float((row.cpu() - torch.from_numpy(preprocess(data, config))).abs().max()) <= TWO_LEVELS
+
+
+def _pillow_pixels(data: bytes) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def test_colour_a_decoder_repeats_over_its_blocks_is_interpolated_as_pillow_interpolates_it() -> None:
+    """Repeated colour is up to ~30 levels off Pillow's at colour edges; interpolated with libjpeg's integer
+    filter and colour tables, it lands on Pillow's pixel but for a few clipped ones (measured: mean 0.002-0.05
+    levels, 0.03-0.7 % of the values more than one level off)."""
+    pytest.importorskip("simplejpeg")
+
+    def decode(data: bytes) -> torch.Tensor:
+        return decode_repeating(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+
+    assert replicated_samplings(decode) == {SUBSAMPLING_422, SUBSAMPLING_420}
+    assert DevicePreprocessor(PreprocessConfig(), "cpu").replicated == frozenset()  # libjpeg-turbo interpolates
+    for source in sample_photos():
+        photo = Image.open(source).convert("RGB")
+        for size in [(321, 241), (1024, 768)]:
+            for sampling in (SUBSAMPLING_422, SUBSAMPLING_420):
+                data = _encode(photo.resize(size), "JPEG", quality=90, subsampling=sampling)
+                expected, repeated = _pillow_pixels(data).long(), decode(data)
+                assert int((repeated.long() - expected).abs().max()) > 15
+                levels = (interpolate_chroma(repeated[None], sampling)[0].long() - expected).abs()
+                assert float(levels.float().mean()) <= 0.06 and float((levels > 1).float().mean()) <= 0.01
+
+
+def test_where_the_device_decoder_repeats_colour_the_device_path_still_gives_the_cpu_paths_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With nvJPEG's way of decoding colour (stood in for by libjpeg-turbo's), the colour is interpolated before
+    the EXIF turn (its blocks start at the stored image's corner): odd sizes, both subsamplings, turned or not,
+    close to the CPU path's input. Measured: 4-6 levels at most, where the flower's reds were clipped at 255,
+    0.03-0.14 on average; interpolated after the turn instead, a 180-degree one was 1.3 levels off on average
+    at full size, worse than the repeated colour."""
+    pytest.importorskip("simplejpeg")
+    monkeypatch.setattr(gpu_preprocessing, "decode_jpeg", decode_repeating)
+    config = PreprocessConfig()
+    preprocessor = DevicePreprocessor(config, "cpu")
+    assert preprocessor.replicated == {SUBSAMPLING_422, SUBSAMPLING_420}
+    photo = Image.open(sample_photos()[-1]).convert("RGB")
+    files = []
+    # the 1024x768 one is drafted: its colour is left repeated, as draft mode decodes it (interpolated: 0.30 levels)
+    cases = [((321, 241), 2, 1), ((321, 241), 2, 6), ((333, 201), 1, 3), ((320, 240), 2, 8), ((1024, 768), 2, 1)]
+    for size, sampling, orientation in cases:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        files.append(_encode(photo.resize(size), "JPEG", quality=90, subsampling=sampling, exif=exif.tobytes()))
+    batch = preprocessor(files)
+    assert batch.inputs is not None and batch.device_decoded == len(files)
+    std = torch.tensor(config.std).view(3, 1, 1)
+    for data, row in zip(files, batch.inputs, strict=True):
+        levels = (row - torch.from_numpy(preprocess(data, config))).abs() * 255 * std
+        assert float(levels.max()) <= 8.001 and float(levels.mean()) <= 0.2
 
 
 def test_a_batch_of_large_jpegs_is_decoded_in_parts_each_reduced_before_the_next() -> None:
