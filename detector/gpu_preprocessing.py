@@ -60,6 +60,9 @@ from detector.preprocessing import (
 warnings.filterwarnings(
     "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
 )
+# the encoded file is handed to the decoder as a tensor over the file's own bytes, which nothing writes to:
+# a copy cost more than the whole header check (235 us for 97 KB here, against 24 us for open_image)
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 #: the EXIF orientation tag (what ``PIL.ImageOps.exif_transpose`` reads)
 ORIENTATION = 0x0112
@@ -222,8 +225,7 @@ class DevicePreprocessor:
         self._offset = torch.as_tensor(config._offset, device=self.device).view(1, 3, 1, 1)
 
     def _decode_probe(self, data: bytes) -> torch.Tensor:
-        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+        return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB, device=self.device)
 
     # --- on the CPU, per file ------------------------------------------------------------------
 
@@ -252,7 +254,7 @@ class DevicePreprocessor:
                 return self._pillow(data, max_pixels)
             pixels = header.width * header.height  # before the draft mode below changes the header's size
             scale, reduction = draft_for_model(header, self.config.input_size)
-            data_tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            data_tensor = torch.frombuffer(data, dtype=torch.uint8)  # no copy: read only, and ``raw`` keeps it
             sampling = JpegImagePlugin.get_sampling(header)
             return EncodedJpeg(data_tensor, orientation, data, scale * reduction, pixels, sampling)
         return self._pillow(data, max_pixels)

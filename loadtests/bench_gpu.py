@@ -386,13 +386,18 @@ def bench_decode(report: Report, options: argparse.Namespace, photos: list[Path]
     device = preprocessor.device
     threads = os.cpu_count() or 1
     with ThreadPoolExecutor(threads) as pool:
-        started = time.perf_counter()
         staged = list(pool.map(preprocessor.stage, files))
-        elapsed = time.perf_counter() - started
+        cpu_side = rate(
+            lambda: list(pool.map(preprocessor.stage, files)),
+            len(files),
+            torch.device("cpu"),
+            options.seconds,
+            options.repeats,
+        )
     report.add(
         "decode",
         path=f"device path, CPU side: read + header check, {threads} threads",
-        images_per_s=round(len(files) / elapsed, 1),
+        images_per_s=round(cpu_side, 1),
     )
     batch = min(256, len(staged))
     chunks = [staged[first : first + batch] for first in range(0, len(staged) - batch + 1, batch)]
@@ -585,6 +590,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "fast upsampling, via simplejpeg): what the GPU does to the agreement, measured on the CPU",
     )
     parser.add_argument(
+        "--keep-repeated-colour",
+        dest="interpolate_colour",
+        action="store_false",
+        help="with --repeat-colour: do not interpolate it back (the GPU path before detector/jpeg_chroma.py)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=ROOT / "runs" / "bench-gpu", help="results.md/.json go into OUTPUT/<time>/"
     )
     parser.add_argument("--seconds", type=float, default=1.0, help="each timing runs at least this long")
@@ -663,8 +674,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if options.repeat_colour:
                 from loadtests.repeating_decoder import repeating_colour
 
-                decoder = repeating_colour()
-                report.note("agreement: the device decoder repeats colour as nvJPEG does (--repeat-colour)")
+                decoder = repeating_colour(interpolated=options.interpolate_colour)
+                kept = "" if options.interpolate_colour else ", kept repeated (--keep-repeated-colour)"
+                report.note(f"agreement: the device decoder repeats colour as nvJPEG does (--repeat-colour){kept}")
             with decoder:
                 results = agreements(options.checkpoint, sample, device=options.device, precisions=precisions)
             for result in results:

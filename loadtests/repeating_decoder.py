@@ -35,11 +35,17 @@ def decode_repeating(data: Any, mode: Any = None, device: str | torch.device = "
 
 
 @contextmanager
-def repeating_colour() -> Iterator[None]:
-    """Within it, the device preprocessing's decoder repeats colour as nvJPEG does (preprocessors made inside)."""
-    original = gpu_preprocessing.decode_jpeg
+def repeating_colour(*, interpolated: bool = True) -> Iterator[None]:
+    """Within it, the device preprocessing's decoder repeats colour as nvJPEG does (preprocessors made inside).
+
+    ``interpolated=False`` also keeps the preprocessing from interpolating it back
+    (:attr:`~detector.gpu_preprocessing.DevicePreprocessor.replicated` left empty): the GPU path before it did.
+    """
+    originals = gpu_preprocessing.decode_jpeg, gpu_preprocessing.replicated_samplings
     gpu_preprocessing.decode_jpeg = decode_repeating  # type: ignore[assignment]
+    if not interpolated:
+        gpu_preprocessing.replicated_samplings = lambda decode, tolerance=2: frozenset()  # type: ignore[assignment]
     try:
         yield
     finally:
-        gpu_preprocessing.decode_jpeg = original
+        gpu_preprocessing.decode_jpeg, gpu_preprocessing.replicated_samplings = originals
