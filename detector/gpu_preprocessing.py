@@ -49,6 +49,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from detector.jpeg_chroma import interpolate_chroma, replicated_samplings
 from detector.preprocessing import (
     DEFAULT_MAX_PIXELS,
+    SUBSAMPLING_420,
     ImageDecodeError,
     ImageSource,
     PreprocessConfig,
@@ -74,9 +75,9 @@ DEVICE_FRAMES = frozenset({0xC0, 0xC1})
 _INTERPOLATION = {"bilinear": ("bilinear", True), "bicubic": ("bicubic", True), "nearest": ("nearest-exact", False)}
 #: most bytes of float32 pixels resized in one interpolate call (a group of large photos goes in slices)
 _RESIZE_BYTES = 256 * 1024 * 1024
-#: most bytes of device memory :func:`~detector.jpeg_chroma.interpolate_chroma` takes in one call (~100 a pixel)
+#: most bytes of device memory :func:`~detector.jpeg_chroma.interpolate_chroma` takes in one call (~180 a pixel)
 _CHROMA_BYTES = 1024 * 1024 * 1024
-_CHROMA_BYTES_PER_PIXEL = 100
+_CHROMA_BYTES_PER_PIXEL = 180
 #: most bytes of full-size RGB the device decoder writes in one call: a batch's JPEGs go in parts, each reduced
 #: as draft mode would before the next part is decoded, so a batch of 256 photos of 64 MP (192 MB each decoded:
 #: 49 GB) never holds more than this at full size on the card
@@ -225,7 +226,10 @@ class DevicePreprocessor:
         self._offset = torch.as_tensor(config._offset, device=self.device).view(1, 3, 1, 1)
 
     def _decode_probe(self, data: bytes) -> torch.Tensor:
-        return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB, device=self.device)
+        """A probe of :func:`~detector.jpeg_chroma.replicated_samplings`, decoded as a batch's files are."""
+        self._drain()
+        encoded = [torch.frombuffer(data, dtype=torch.uint8)]
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)[0]
 
     # --- on the CPU, per file ------------------------------------------------------------------
 
@@ -358,16 +362,18 @@ class DevicePreprocessor:
         image's corner) with the colour it repeated over each block interpolated as libjpeg-turbo does, where
         the CPU path decodes the file whole; images of one size and subsampling together.
 
-        A file draft mode reduces keeps the repeated colour: at 1/2, 1/4 or 1/8 scale libjpeg-turbo decodes
-        the colour straight to the reduced size, one sample a pixel, with no interpolation, and the box
-        reduction of repeated samples gives just that. (Interpolated, a 1024x768 photo's input was 0.30
+        A 4:2:0 file that draft mode reduces keeps the repeated colour: at 1/2, 1/4 or 1/8 scale libjpeg-turbo
+        decodes its colour straight to the reduced size, one sample a pixel, with no interpolation, and the
+        box reduction of repeated samples gives just that. (Interpolated, a 1024x768 photo's input was 0.30
         levels from the CPU path's on average, against 0.13 left repeated; a 400x300 one's, decoded whole,
-        0.006 against 0.43.)
+        0.006 against 0.43.) A drafted 4:2:2 file's colour is still interpolated across by libjpeg-turbo,
+        at the reduced size: neither way matches it, and interpolating comes closer (0.35-0.45 levels
+        against 0.40-0.48 on the same photos).
         """
         result = list(decoded)
         groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for index, (image, jpeg) in enumerate(zip(decoded, jpegs, strict=True)):
-            if jpeg.sampling in self.replicated and jpeg.reduction == 1:
+            if jpeg.sampling in self.replicated and (jpeg.reduction == 1 or jpeg.sampling != SUBSAMPLING_420):
                 groups[(int(image.shape[-2]), int(image.shape[-1]), jpeg.sampling)].append(index)
         for (height, width, sampling), members in groups.items():
             step = max(1, _CHROMA_BYTES // (_CHROMA_BYTES_PER_PIXEL * height * width))

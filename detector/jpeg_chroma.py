@@ -15,8 +15,8 @@ block's sample to the interpolated one through libjpeg's own integer colour tabl
 pixel was clipped to 0 or 255, that gives libjpeg's pixel exactly.
 
 Whether a decoder replicates is not assumed: :func:`replicated_samplings` decodes two small probes and
-compares them with Pillow's decode, so the correction is used only where it brings a decoder to Pillow's
-pixels (not on the CPU, where ``decode_jpeg`` is libjpeg-turbo and interpolates already).
+compares them with Pillow's decode, so the correction is used only where it brings a decoder's pixels
+closer to Pillow's (not on the CPU, where ``decode_jpeg`` is libjpeg-turbo and interpolates already).
 """
 
 from __future__ import annotations
@@ -99,10 +99,12 @@ def interpolate_chroma(images: torch.Tensor, sampling: int) -> torch.Tensor:
     """uint8 RGB images (N, 3, H, W) whose colour was repeated over its blocks, with it interpolated instead.
 
     ``sampling``: :data:`~detector.preprocessing.SUBSAMPLING_420` (2x2 blocks) or ``SUBSAMPLING_422`` (2x1),
-    as Pillow's ``JpegImagePlugin.get_sampling`` names them. Takes about 100 bytes of device memory a pixel.
+    as Pillow's ``JpegImagePlugin.get_sampling`` names them. Takes about 180 bytes of memory a pixel at its peak.
     """
     vertical = sampling == SUBSAMPLING_420
     height, width = images.shape[-2:]
+    if (width + 1) // 2 <= 2:  # libjpeg-turbo repeats a row of 2 samples or fewer too (jdsample.c)
+        return images
     block = (2 if vertical else 1, 2)
     pixels = images.long()
     clear = (pixels > 0) & (pixels < 255)  # channels the decoder did not clip: they still hold Y + colour
@@ -131,10 +133,11 @@ def interpolate_chroma(images: torch.Tensor, sampling: int) -> torch.Tensor:
 
 
 def _probe(sampling: int) -> bytes:
-    """A small JPEG of sharp colour edges at ``sampling``: where repeated and interpolated colour differ most."""
+    """A JPEG of sharp colour edges at ``sampling``, where repeated and interpolated colour differ most; of a
+    photo's size, so that a decoder with a hardware path for large images (an A100's, an H100's) takes it."""
     rng = np.random.default_rng(sampling)
-    cells = rng.integers(48, 208, size=(6, 6, 3), dtype=np.uint8)  # nothing near 0 or 255: no clipping
-    image = Image.fromarray(cells).resize((30, 30), Image.Resampling.NEAREST)
+    cells = rng.integers(48, 208, size=(12, 16, 3), dtype=np.uint8)  # nothing near 0 or 255: no clipping
+    image = Image.fromarray(cells).resize((640, 480), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=95, subsampling=sampling)
     return buffer.getvalue()
@@ -148,6 +151,8 @@ def _levels_apart(pixels: torch.Tensor, expected: torch.Tensor) -> tuple[int, fl
 
 def replicated_samplings(decode: Callable[[bytes], torch.Tensor], tolerance: int = 2) -> frozenset[int]:
     """The subsamplings whose colour ``decode`` (bytes -> uint8 (3, H, W)) repeats instead of interpolating.
+
+    ``decode`` should go the way the files will (a batch of one, where they are decoded in batches).
 
     For each, a probe is decoded by ``decode`` and by Pillow: one counts when ``decode``'s pixels differ from
     Pillow's by more than ``tolerance`` levels and :func:`interpolate_chroma` brings them closer, on average by

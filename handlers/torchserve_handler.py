@@ -168,8 +168,10 @@ class DetectorHandler(BaseHandler):
         compiled = warm_up() if warm_up is not None else []  # torch.compile's compiling: now, not within a request
         if compiled:
             log.info("torch.compile compiled the network for batches of %s", ", ".join(map(str, compiled)))
-        if getattr(self.detector, "preprocessor", None) is not None:
+        preprocessor = getattr(self.detector, "preprocessor", None)
+        if preprocessor is not None:
             self.readers = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="read")
+            log.info("the device decoder repeats colour for subsamplings %s", sorted(preprocessor.replicated))
         self.archive_version = str(self.manifest["model"].get("modelVersion", ""))
         self.initialized = True
         log.info(

@@ -384,6 +384,8 @@ def bench_decode(report: Report, options: argparse.Namespace, photos: list[Path]
         )
     preprocessor = DevicePreprocessor(_CONFIG, options.device)
     device = preprocessor.device
+    repeated = ", ".join({1: "4:2:2", 2: "4:2:0"}[sampling] for sampling in sorted(preprocessor.replicated))
+    report.note(f"the device decoder repeats colour over its blocks for: {repeated or 'none'} (interpolated back)")
     threads = os.cpu_count() or 1
     with ThreadPoolExecutor(threads) as pool:
         staged = list(pool.map(preprocessor.stage, files))

@@ -168,6 +168,10 @@ def test_colour_a_decoder_repeats_over_its_blocks_is_interpolated_as_pillow_inte
                 assert int((repeated.long() - expected).abs().max()) > 15
                 levels = (interpolate_chroma(repeated[None], sampling)[0].long() - expected).abs()
                 assert float(levels.float().mean()) <= 0.06 and float((levels > 1).float().mean()) <= 0.01
+        for size in [(3, 3), (4, 4), (1, 7)]:  # libjpeg-turbo repeats a row of two samples or fewer itself
+            for sampling in (SUBSAMPLING_422, SUBSAMPLING_420):
+                data = _encode(photo.resize(size), "JPEG", quality=90, subsampling=sampling)
+                assert torch.equal(interpolate_chroma(decode(data)[None], sampling)[0], _pillow_pixels(data))
 
 
 def test_where_the_device_decoder_repeats_colour_the_device_path_still_gives_the_cpu_paths_input(
