@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +75,8 @@ DEVICE_FRAMES = frozenset({0xC0, 0xC1})
 _INTERPOLATION = {"bilinear": ("bilinear", True), "bicubic": ("bicubic", True), "nearest": ("nearest-exact", False)}
 #: most bytes of float32 pixels resized in one interpolate call (a group of large photos goes in slices)
 _RESIZE_BYTES = 256 * 1024 * 1024
+#: bytes a pixel takes in float32 RGB, as the resize and the box reduction hold it
+_FLOAT_PIXEL_BYTES = 3 * 4
 #: most bytes of device memory :func:`~detector.jpeg_chroma.interpolate_chroma` takes in one call (~180 a pixel)
 _CHROMA_BYTES = 1024 * 1024 * 1024
 _CHROMA_BYTES_PER_PIXEL = 180
@@ -137,6 +139,22 @@ def resolved_device(device: torch.device | str) -> torch.device:
     tensor already on the GPU for a stranger (and ``pin_memory`` raises for it).
     """
     return torch.empty(0, device=device).device
+
+
+def same_size_slices(
+    keys: dict[int, tuple[int, ...]], bytes_per_pixel: int, budget: int
+) -> Iterator[tuple[tuple[int, ...], list[int]]]:
+    """The indices of images that go through one tensor call together: those of one key (height, width, and
+    whatever else the call needs alike), in slices of at most ``budget`` bytes at ``bytes_per_pixel``
+    (at least one image a slice)."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for index, key in keys.items():
+        groups[key].append(index)
+    for key, members in groups.items():
+        height, width = key[:2]
+        step = max(1, budget // (bytes_per_pixel * height * width))
+        for first in range(0, len(members), step):
+            yield key, members[first : first + step]
 
 
 def read_source(source: ImageSource) -> bytes:
@@ -371,17 +389,15 @@ class DevicePreprocessor:
         against 0.40-0.48 on the same photos).
         """
         result = list(decoded)
-        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-        for index, (image, jpeg) in enumerate(zip(decoded, jpegs, strict=True)):
-            if jpeg.sampling in self.replicated and (jpeg.reduction == 1 or jpeg.sampling != SUBSAMPLING_420):
-                groups[(int(image.shape[-2]), int(image.shape[-1]), jpeg.sampling)].append(index)
-        for (height, width, sampling), members in groups.items():
-            step = max(1, _CHROMA_BYTES // (_CHROMA_BYTES_PER_PIXEL * height * width))
-            for first in range(0, len(members), step):
-                chosen = members[first : first + step]
-                fixed = interpolate_chroma(torch.stack([decoded[i] for i in chosen]), sampling)
-                for index, image in zip(chosen, fixed, strict=True):
-                    result[index] = image
+        keys = {
+            index: (int(image.shape[-2]), int(image.shape[-1]), jpeg.sampling)
+            for index, (image, jpeg) in enumerate(zip(decoded, jpegs, strict=True))
+            if jpeg.sampling in self.replicated and (jpeg.reduction == 1 or jpeg.sampling != SUBSAMPLING_420)
+        }
+        for (_, _, sampling), chosen in same_size_slices(keys, _CHROMA_BYTES_PER_PIXEL, _CHROMA_BYTES):
+            fixed = interpolate_chroma(torch.stack([decoded[i] for i in chosen]), sampling)
+            for index, image in zip(chosen, fixed, strict=True):
+                result[index] = image
         return result
 
     @staticmethod
@@ -397,18 +413,15 @@ class DevicePreprocessor:
         "On a GPU"). Pillow's decodes are drafted already and not among ``reductions``.
         """
         reduced = dict(decoded)
-        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-        for position, reduction in reductions.items():
-            image = decoded[position]
-            if reduction > 1 and isinstance(image, torch.Tensor):
-                groups[(int(image.shape[-2]), int(image.shape[-1]), reduction)].append(position)
-        for (height, width, reduction), members in groups.items():
-            step = max(1, _RESIZE_BYTES // (3 * height * width * 4))
-            for first in range(0, len(members), step):
-                chosen = members[first : first + step]
-                pixels = torch.stack([decoded[position] for position in chosen]).float()  # type: ignore[misc]
-                pooled = functional.avg_pool2d(pixels, reduction, ceil_mode=True).round_().to(torch.uint8)
-                reduced.update(zip(chosen, pooled, strict=True))
+        keys = {
+            position: (int(image.shape[-2]), int(image.shape[-1]), reduction)
+            for position, reduction in reductions.items()
+            if reduction > 1 and isinstance(image := decoded[position], torch.Tensor)
+        }
+        for (_, _, reduction), chosen in same_size_slices(keys, _FLOAT_PIXEL_BYTES, _RESIZE_BYTES):
+            pixels = torch.stack([decoded[position] for position in chosen]).float()  # type: ignore[misc]
+            pooled = functional.avg_pool2d(pixels, reduction, ceil_mode=True).round_().to(torch.uint8)
+            reduced.update(zip(chosen, pooled, strict=True))
         return reduced
 
     def _drain(self) -> None:
@@ -453,18 +466,13 @@ class DevicePreprocessor:
         """
         size = self.config.input_size
         out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=self.device)
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for index, image in enumerate(images):
-            groups[(int(image.shape[-2]), int(image.shape[-1]))].append(index)
-        for (height, width), members in groups.items():
-            step = max(1, _RESIZE_BYTES // (3 * height * width * 4))
-            for first in range(0, len(members), step):
-                chosen = members[first : first + step]
-                pixels = torch.stack([images[i] for i in chosen]).float()
-                if width != size:
-                    pixels = self._resample(pixels, (height, size))
-                if height != size:
-                    pixels = self._resample(pixels, (size, size))
-                out[chosen] = pixels
+        keys = {index: (int(image.shape[-2]), int(image.shape[-1])) for index, image in enumerate(images)}
+        for (height, width), chosen in same_size_slices(keys, _FLOAT_PIXEL_BYTES, _RESIZE_BYTES):
+            pixels = torch.stack([images[i] for i in chosen]).float()
+            if width != size:
+                pixels = self._resample(pixels, (height, size))
+            if height != size:
+                pixels = self._resample(pixels, (size, size))
+            out[chosen] = pixels
         out.mul_(self._scale).add_(self._offset)
         return out.contiguous(memory_format=torch.channels_last)
