@@ -58,7 +58,7 @@ import torch
 from PIL import Image
 
 from detector import SHIPPED_MODEL
-from detector.preprocessing import PreprocessConfig, list_images, preprocess
+from detector.preprocessing import SUBSAMPLING_420, SUBSAMPLING_422, PreprocessConfig, list_images, preprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MANIFEST = ROOT.parent / "shared" / "data" / "realvsai-v1" / "manifest.csv"
@@ -384,7 +384,8 @@ def bench_decode(report: Report, options: argparse.Namespace, photos: list[Path]
         )
     preprocessor = DevicePreprocessor(_CONFIG, options.device)
     device = preprocessor.device
-    repeated = ", ".join({1: "4:2:2", 2: "4:2:0"}[sampling] for sampling in sorted(preprocessor.replicated))
+    names = {SUBSAMPLING_422: "4:2:2", SUBSAMPLING_420: "4:2:0"}
+    repeated = ", ".join(names[sampling] for sampling in sorted(preprocessor.replicated))
     report.note(f"the device decoder repeats colour over its blocks for: {repeated or 'none'} (interpolated back)")
     threads = os.cpu_count() or 1
     with ThreadPoolExecutor(threads) as pool:
